@@ -1,0 +1,58 @@
+"""workhorse: jobs handled like HTTP requests, scheduled by a Rust (tokio) core.
+
+    import workhorse as wh
+
+    worker = wh.Worker(concurrency=10)
+
+    @worker.handler("email")
+    def send_email(job: wh.Job) -> None:
+        ...
+
+    with worker:
+        worker.perform(wh.Job("email", {"to": "a@b.c"}))
+"""
+
+from __future__ import annotations
+
+from workhorse.concurrent import ConcurrentJob, PerformWith
+from workhorse.errors import ArgError, ChannelClosed, CoreError, UnknownHandler, WorkerStopped
+from workhorse.executor import Executor
+from workhorse.job import Context, Job, Session, Trace
+from workhorse.middleware import Adapter, Handler, adapt, run_safely
+from workhorse.sources import Channel
+from workhorse.status import Status
+from workhorse.worker import Execution, Schedule, Worker
+
+# Context keys read by the observability adapters (workhorse.adapters).
+REQUEST_SIZE = "request_size"
+RESPONSE_SIZE = "response_size"
+REQUEST_ID = "request_id"
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REQUEST_ID",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "Adapter",
+    "ArgError",
+    "Channel",
+    "ChannelClosed",
+    "ConcurrentJob",
+    "Context",
+    "CoreError",
+    "Execution",
+    "Executor",
+    "Handler",
+    "Job",
+    "PerformWith",
+    "Schedule",
+    "Session",
+    "Status",
+    "Trace",
+    "UnknownHandler",
+    "Worker",
+    "WorkerStopped",
+    "adapt",
+    "run_safely",
+]

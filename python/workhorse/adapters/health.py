@@ -1,0 +1,197 @@
+"""Health check: the endpoint turns 500 when recent executions fail too often (go-work's)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from workhorse.adapters._wrap import around, final_status
+from workhorse.job import Job
+from workhorse.middleware import Handler
+from workhorse.status import Status
+
+__all__ = ["HealthCheck", "health"]
+
+logger = logging.getLogger("workhorse")
+
+OK, DOWN = 200, 500
+_BUCKETS = 60  # a time window is counted in 60 buckets: memory stays flat at any job rate
+
+
+def _fraction(pct: float) -> float:
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)):
+        raise TypeError(f"pct must be a number, got {type(pct).__name__}")
+    if not 0.0 <= pct <= 1.0:
+        raise ValueError(f"pct is a fraction of executions in 0..1, got {pct!r}")
+    return float(pct)
+
+
+def _count(name: str, value: int, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return value
+
+
+class HealthCheck:
+    """Health from the error percentage of recent executions, by time window or by count.
+
+    Every final status is recorded; the status is recomputed at most every recompute_interval
+    seconds (on an execution or a read), so a single failure does not flip it. Unhealthy means
+    the share of error statuses is above pct and at least min_count executions were counted.
+    """
+
+    def __init__(
+        self,
+        error_statuses: Iterable[int] = (Status.TIMEOUT, Status.INTERNAL_ERROR, Status.UNAVAILABLE),
+        recompute_interval: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(error_statuses, (str, bytes)):
+            raise TypeError("error_statuses must be a collection of status codes")
+        self._errors = frozenset(int(s) for s in error_statuses)
+        if isinstance(recompute_interval, bool) or not isinstance(recompute_interval, (int, float)):
+            raise TypeError(f"recompute_interval must be seconds, got {recompute_interval!r}")
+        if recompute_interval < 0:
+            raise ValueError(f"recompute_interval must be >= 0, got {recompute_interval!r}")
+        self._interval = float(recompute_interval)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status = OK
+        self._next = clock() + self._interval
+        self.error_percentage()
+
+    def error_percentage(
+        self, pct: float = 1.0, minutes: float = 15, *, min_count: int = 5
+    ) -> HealthCheck:
+        """Judge by the executions of the last `minutes` minutes; returns self."""
+        pct = _fraction(pct)
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+            raise TypeError(f"minutes must be a number, got {type(minutes).__name__}")
+        if not minutes > 0:
+            raise ValueError(f"minutes must be > 0, got {minutes!r}")
+        min_count = _count("min_count", min_count, 0)
+        with self._lock:
+            self._pct, self._min = pct, min_count
+            self._width = minutes * 60.0 / _BUCKETS
+            self._buckets: deque[list[int]] = deque()  # [bucket index, executions, errors]
+            self._last: deque[bool] | None = None
+        return self
+
+    def error_percentage_by_count(
+        self, pct: float = 1.0, min_count: int = 5, last_n: int = 15
+    ) -> HealthCheck:
+        """Judge by the last `last_n` executions, once at least min_count ran; returns self."""
+        pct = _fraction(pct)
+        last_n = _count("last_n", last_n, 1)
+        min_count = _count("min_count", min_count, 0)
+        if min_count > last_n:
+            raise ValueError(f"min_count ({min_count}) can never be reached with last_n={last_n}")
+        with self._lock:
+            self._pct, self._min = pct, min_count
+            self._last = deque(maxlen=last_n)
+            self._last_errors = 0
+        return self
+
+    def record(self, status: int) -> None:
+        """Count one final status (the adapter calls this after every execution)."""
+        failed = int(status) in self._errors
+        now = self._clock()
+        with self._lock:
+            last = self._last
+            if last is not None:
+                if len(last) == last.maxlen:
+                    self._last_errors -= last[0]
+                last.append(failed)
+                self._last_errors += failed
+            else:
+                index = int(now // self._width)
+                buckets = self._buckets
+                if buckets and buckets[-1][0] == index:
+                    buckets[-1][1] += 1
+                    buckets[-1][2] += failed
+                else:
+                    buckets.append([index, 1, int(failed)])
+            if now >= self._next:
+                self._recompute(now)
+
+    def _recompute(self, now: float) -> None:
+        self._next = now + self._interval
+        if self._last is not None:
+            total, errors = len(self._last), self._last_errors
+        else:
+            buckets = self._buckets
+            oldest = int(now // self._width) - _BUCKETS
+            while buckets and buckets[0][0] <= oldest:
+                buckets.popleft()
+            total = sum(b[1] for b in buckets)
+            errors = sum(b[2] for b in buckets)
+        share = errors / total if total else 0.0
+        status = DOWN if total >= self._min and share > self._pct else OK
+        if status != self._status:
+            log = logger.error if status == DOWN else logger.info
+            log(
+                "health %s: %d of %d recent executions failed (allowed %.0f%%)",
+                "DOWN" if status == DOWN else "OK",
+                errors,
+                total,
+                self._pct * 100,
+            )
+        self._status = status
+
+    @property
+    def status(self) -> int:
+        """200 or 500; recomputed first when recompute_interval has passed."""
+        now = self._clock()
+        if now >= self._next:
+            with self._lock:
+                if now >= self._next:
+                    self._recompute(now)
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        if value not in (OK, DOWN):
+            raise ValueError(f"health status is 200 or 500, got {value!r}")
+        self._status = int(value)
+
+    def endpoint(self) -> tuple[int, bytes]:
+        """(200, b"OK") or (500, b"DOWN"), for an HTTP health path."""
+        status = self.status
+        return status, b"OK" if status == OK else b"DOWN"
+
+    def adapter(self, handler: Handler) -> Handler:
+        """Adapter recording every final status into this health check."""
+
+        def after(job: Job, _: None, raised: BaseException | None) -> None:
+            self.record(final_status(job, raised))
+
+        return around(handler, _nothing, after)
+
+    __call__ = adapter
+
+
+def _nothing(job: Job) -> None:
+    return None
+
+
+def health(
+    pct: float = 1.0,
+    minutes: float = 15,
+    *,
+    last_n: int | None = None,
+    min_count: int = 5,
+    error_statuses: Iterable[int] = (Status.TIMEOUT, Status.INTERNAL_ERROR, Status.UNAVAILABLE),
+    recompute_interval: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> HealthCheck:
+    """A HealthCheck judging by time window, or by the last last_n executions when given."""
+    check = HealthCheck(error_statuses, recompute_interval, clock=clock)
+    if last_n is None:
+        return check.error_percentage(pct, minutes, min_count=min_count)
+    return check.error_percentage_by_count(pct, min_count, last_n)

@@ -1,0 +1,22 @@
+"""The exceptions workhorse raises; each is named for what went wrong."""
+
+from __future__ import annotations
+
+from workhorse._core import ChannelClosed, CoreError
+
+__all__ = ["ArgError", "ChannelClosed", "CoreError", "UnknownHandler", "WorkerStopped"]
+
+
+class ArgError(ValueError):
+    """A job argument is missing or has the wrong type; the execution ends with BAD_REQUEST."""
+
+
+class UnknownHandler(KeyError):
+    """A job names a handler that was never registered on the worker."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown handler"
+
+
+class WorkerStopped(RuntimeError):
+    """The worker was stopped (or never started) before the execution could begin."""

@@ -1,0 +1,142 @@
+"""Handlers, adapters (middleware) and the status rules applied around every handler."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Union
+
+from workhorse.errors import ArgError
+from workhorse.job import Job
+from workhorse.status import Status
+
+__all__ = [
+    "Adapter",
+    "Handler",
+    "adapt",
+    "apply_status_rules",
+    "call_handler",
+    "is_async_handler",
+    "record_error",
+    "run_safely",
+]
+
+Handler = Callable[[Job], Union[object, Awaitable[object]]]
+Adapter = Callable[[Handler], Handler]
+
+logger = logging.getLogger("workhorse")
+
+
+def adapt(handler: Handler, *adapters: Adapter) -> Handler:
+    """Wrap handler in adapters; like go-work the last adapter is the outermost."""
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+    for adapter in adapters:
+        if not callable(adapter):
+            raise TypeError(f"adapter must be callable, got {type(adapter).__name__}")
+        wrapped = adapter(handler)
+        if not callable(wrapped):
+            raise TypeError(f"adapter {adapter!r} returned {type(wrapped).__name__}, not a handler")
+        handler = wrapped
+    return handler
+
+
+def run_safely(fn: Callable[[], object], job: Job | None = None) -> BaseException | None:
+    """Run fn; return what it raised (or None), setting INTERNAL_ERROR on job if one is given."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - returning the error is the point
+        if job is not None:
+            job.ctx.error = exc
+            job.ctx.status = Status.INTERNAL_ERROR
+        return exc
+    return None
+
+
+def is_async_handler(handler: object) -> bool:
+    """True for `async def` functions and callables whose __call__ is one (through partials)."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - we want the method itself
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def record_error(job: Job, exc: BaseException) -> None:
+    ctx = job.ctx
+    ctx.error = exc
+    if isinstance(exc, ArgError):
+        ctx.status = Status.BAD_REQUEST
+    elif ctx.status < 400:
+        ctx.status = Status.INTERNAL_ERROR
+    logger.error(
+        "handler %r raised %s: %s",
+        job.handler,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+
+
+def _finish(job: Job) -> None:
+    ctx = job.ctx
+    deadline = ctx.deadline
+    if deadline is not None and time.monotonic() >= deadline and ctx.status != Status.TIMEOUT:
+        # Ran past job.timeout: the late result is discarded.
+        ctx.status = Status.TIMEOUT
+        ctx._cancelled = True
+    elif ctx.status == Status.UNKNOWN:
+        ctx.status = Status.SUCCESS
+
+
+def apply_status_rules(handler: Handler) -> Handler:
+    """Wrap the bare handler so every adapter around it sees the final status on the way out."""
+    if is_async_handler(handler):
+        async_handler: Callable[[Job], Awaitable[object]] = handler  # type: ignore[assignment]
+
+        async def ruled_async(job: Job) -> object:
+            ctx = job.ctx
+            result: object = None
+            try:
+                if ctx.deadline is None:
+                    result = await async_handler(job)
+                else:
+                    remaining = ctx.deadline - time.monotonic()
+                    result = await asyncio.wait_for(async_handler(job), max(remaining, 0.0))
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+                    ctx.status = Status.TIMEOUT
+                    ctx.cancel()
+                else:
+                    record_error(job, exc)
+            except Exception as exc:  # noqa: BLE001 - a handler error never kills the worker
+                record_error(job, exc)
+            _finish(job)
+            return result
+
+        return ruled_async
+
+    def ruled(job: Job) -> object:
+        result: object = None
+        try:
+            result = handler(job)
+        except Exception as exc:  # noqa: BLE001 - a handler error never kills the worker
+            record_error(job, exc)
+        _finish(job)
+        return result
+
+    return ruled
+
+
+def call_handler(handler: Handler, job: Job) -> Any:
+    """Call a (sync) adapted handler; adapters that raise are recorded like handler errors."""
+    try:
+        return handler(job)
+    except Exception as exc:  # noqa: BLE001
+        record_error(job, exc)
+        return None

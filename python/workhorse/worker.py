@@ -1,0 +1,796 @@
+"""Worker: go-work's CommonWorker on the Rust dispatcher.
+
+Every way of performing a job (now, at a time, after a delay, every interval, per received item)
+registers a *record* under an integer key and tells the core about the key. The core decides when
+the key's executions are due and admits them under the concurrency limit; executor threads (plain
+handlers) and one feeder thread per asyncio loop (`async def` handlers) take ready keys in batches
+with the GIL released, run the adapted handler and report completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import datetime as _dt
+import inspect
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from workhorse import _core
+from workhorse.errors import UnknownHandler, WorkerStopped
+from workhorse.job import Context, Job, Session
+from workhorse.middleware import (
+    Adapter,
+    Handler,
+    adapt,
+    apply_status_rules,
+    call_handler,
+    is_async_handler,
+    record_error,
+)
+from workhorse.sources import Channel, pump_async, pump_thread, source_kind
+from workhorse.status import Status
+
+__all__ = ["Execution", "Schedule", "Worker", "live_workers"]
+
+_H = TypeVar("_H", bound=Handler)
+
+_keys = itertools.count(1)
+# One condition for every Execution/Schedule wait(): waiting is rare, a lock per execution is not.
+_done_cond = threading.Condition()
+_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+_ASYNC_BATCH = 4096
+_TAKE_TIMEOUT = 0.5
+
+
+def live_workers() -> list[Worker]:
+    """Workers of this process that are started (read by the Prometheus core collector)."""
+    return [w for w in list(_workers) if w._started and not w._stopped]
+
+
+@atexit.register
+def _shutdown_core() -> None:
+    for worker in list(_workers):
+        if worker._started and not worker._stopped:
+            worker.stop(timeout=1.0)
+    _core.shutdown()
+
+
+class Execution:
+    """Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`."""
+
+    __slots__ = ("job", "_status", "error", "_done", "_waiters", "_futures")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._status = Status.UNKNOWN
+        self.error: BaseException | None = None
+        self._done = False
+        self._waiters = 0
+        self._futures: list[asyncio.Future[Status]] | None = None
+
+    @property
+    def status(self) -> Status:
+        """The final status once done; TIMEOUT once the job's deadline passed; else UNKNOWN."""
+        if not self._done and self._past_deadline():
+            return Status.TIMEOUT
+        return self._status
+
+    def done(self) -> bool:
+        return self._done
+
+    def _past_deadline(self) -> bool:
+        deadline = self.job.ctx.deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _finish(self, status: Status, error: BaseException | None) -> None:
+        self._status = status
+        self.error = error
+        self._done = True
+        if self._waiters:
+            with _done_cond:
+                _done_cond.notify_all()
+        futures = self._futures
+        if futures:
+            for fut in futures:
+                fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+
+    def wait(self, timeout: float | None = None) -> Status:
+        """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with _done_cond:
+            self._waiters += 1
+            try:
+                while not self._done:
+                    if self._past_deadline():
+                        return Status.TIMEOUT
+                    now = time.monotonic()
+                    if end is not None and now >= end:
+                        break
+                    # Re-check at the deadline, which is only known once the execution starts.
+                    slice_ = 0.05 if self.job.timeout is not None else None
+                    remaining = None if end is None else end - now
+                    if slice_ is not None:
+                        remaining = slice_ if remaining is None else min(slice_, remaining)
+                    _done_cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+        return self.status
+
+    def __await__(self) -> Iterator[Any]:
+        if self._done:
+            return self._status
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Status] = loop.create_future()
+        with _done_cond:
+            if self._futures is None:
+                self._futures = []
+            self._futures.append(fut)
+        if self._done and not fut.done():  # finished while we registered
+            fut.set_result(self._status)
+        timeout = self.job.timeout
+        if timeout is not None:
+            try:
+                return (yield from asyncio.wait_for(asyncio.shield(fut), timeout * 2 + 1).__await__())
+            except (asyncio.TimeoutError, TimeoutError):
+                return Status.TIMEOUT
+        return (yield from fut)
+
+    def __repr__(self) -> str:
+        return f"Execution({self.job.handler!r}, status={self.status!r})"
+
+
+def _resolve(fut: asyncio.Future[Status], status: Status) -> None:
+    if not fut.done():
+        fut.set_result(status)
+
+
+class Schedule:
+    """Handle of a timer, interval or receive schedule: `cancel()`, `done()`, `wait()`."""
+
+    __slots__ = ("_worker", "key", "kind", "_ended", "_waiters", "_stop", "execution")
+
+    def __init__(self, worker: Worker, key: int, kind: str) -> None:
+        self._worker = worker
+        self.key = key
+        self.kind = kind
+        self._ended = False
+        self._waiters = 0
+        self._stop = False
+        self.execution: Execution | None = None
+
+    def cancel(self) -> bool:
+        """Stop the schedule; runs already started finish. False if it had already ended."""
+        if self._ended:
+            return False
+        self._stop = True
+        cancelled = self._worker._core.cancel(self.key)
+        if self.kind in ("at", "in") and cancelled:
+            self._worker._records.pop(self.key, None)
+            self._end()
+        return cancelled
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop
+
+    def done(self) -> bool:
+        """True once the schedule produces nothing more and its last run finished."""
+        return self._ended
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done() (a receive source closed, a timer ran); False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with _done_cond:
+            self._waiters += 1
+            try:
+                while not self._ended:
+                    remaining = None if end is None else end - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    _done_cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+        return True
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._waiters:
+            with _done_cond:
+                _done_cond.notify_all()
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.kind}, key={self.key}, done={self._ended})"
+
+
+class _Run:
+    """A record: what to run when its key is taken from the core."""
+
+    __slots__ = ("job", "handler", "is_async", "execution", "schedule", "repeat")
+
+    def __init__(
+        self,
+        job: Job,
+        handler: Handler,
+        is_async: bool,
+        execution: Execution | None = None,
+        schedule: Schedule | None = None,
+        repeat: bool = False,
+    ) -> None:
+        self.job = job
+        self.handler = handler
+        self.is_async = is_async
+        self.execution = execution
+        self.schedule = schedule
+        self.repeat = repeat
+
+
+class _Call:
+    """A record for Executor.submit: a plain callable and its Future."""
+
+    __slots__ = ("fn", "args", "kwargs", "future")
+    repeat = False
+    is_async = False
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future: Future[Any] = Future()
+
+
+def _to_seconds(value: float | _dt.timedelta, name: str) -> float:
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds (int or float) or a timedelta, got {type(value).__name__}")
+    return float(value)
+
+
+class Worker:
+    """Runs registered handlers for jobs: now, at a time, after a delay, on an interval, per item.
+
+    Plain handlers run on up to `concurrency` executor threads; `async def` handlers run on the
+    asyncio loop the worker was started in (`async with worker`), else on a loop thread it owns.
+    `concurrency` bounds executions of both kinds together.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int = 10,
+        adapters: Iterable[Adapter] = (),
+        session: Session | None = None,
+        logger: logging.Logger | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency must be an int, got {type(concurrency).__name__}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if session is not None and not isinstance(session, Session):
+            raise TypeError(f"session must be a wh.Session, got {type(session).__name__}")
+        self.concurrency = concurrency
+        self.session = session if session is not None else Session()
+        self.logger = logger or logging.getLogger("workhorse")
+        self.name = name or f"worker-{next(_keys)}"
+        self._adapters: list[Adapter] = []
+        self.use(*adapters)
+        self._handlers: dict[str, Handler] = {}
+        self._chains: dict[str, tuple[Handler, bool]] = {}
+        self._core = _core.Dispatcher(concurrency)
+        self._records: dict[int, _Run | _Call] = {}
+        self._live: set[Context] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counts: dict[Status, int] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._feeder: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+        _workers.add(self)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Register handler under name; ValueError on a duplicate, TypeError if not callable."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"handler name must be a non-empty str, got {name!r}")
+        if not callable(handler):
+            raise TypeError(f"handler for {name!r} must be callable, got {type(handler).__name__}")
+        if name in self._handlers:
+            raise ValueError(f"a handler named {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def handler(self, name: str) -> Callable[[_H], _H]:
+        """Decorator form of register()."""
+
+        def decorate(fn: _H) -> _H:
+            self.register(name, fn)
+            return fn
+
+        return decorate
+
+    def use(self, *adapters: Adapter) -> None:
+        """Add adapters applied to every handler, outside the handler's own."""
+        for adapter in adapters:
+            if not callable(adapter):
+                raise TypeError(f"adapter must be callable, got {type(adapter).__name__}")
+        self._adapters.extend(adapters)
+        self._chains = {}
+
+    def _chain(self, name: str) -> tuple[Handler, bool]:
+        chain = self._chains.get(name)
+        if chain is None:
+            handler = self._handlers.get(name)
+            if handler is None:
+                raise UnknownHandler(f"no handler registered for {name!r}")
+            is_async = is_async_handler(handler)
+            chain = (adapt(apply_status_rules(handler), *self._adapters), is_async)
+            self._chains[name] = chain
+        return chain
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Start executing; async handlers use the running loop if called inside one."""
+        if self._stopped:
+            raise WorkerStopped(f"{self.name} was stopped; create a new Worker")
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
+            self._spawn_sync_thread()
+        return self
+
+    def _ensure_started(self) -> None:
+        if not self._started or self._stopped:
+            self.start()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name=f"{self.name}-loop", daemon=True
+                )
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            if self._feeder is None:
+                self._feeder = threading.Thread(
+                    target=self._feed_loop, args=(self._loop,), name=f"{self.name}-feeder", daemon=True
+                )
+                self._feeder.start()
+            return self._loop
+
+    def _spawn_sync_thread(self) -> None:
+        # Called with self._lock held, or from an executor thread (which takes it).
+        if len(self._threads) >= self.concurrency or self._stopped:
+            return
+        thread = threading.Thread(
+            target=self._sync_loop, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop sources, cancel contexts, wait up to timeout for in-flight runs; True if all ended."""
+        if not self._begin_stop():
+            return True
+        idle = self._core.wait_idle(timeout)
+        self._finish_stop(idle)
+        return idle
+
+    def _begin_stop(self) -> bool:
+        with self._lock:
+            if self._stopped:
+                return False
+            self._stopped = True
+        unstarted = self._core.close()
+        lost = 0
+        for key in unstarted:
+            rec = self._records.pop(key, None)
+            if isinstance(rec, _Call):
+                rec.future.cancel()
+            elif rec is not None and rec.execution is not None:
+                rec.execution._finish(
+                    Status.UNAVAILABLE, WorkerStopped(f"{self.name} stopped before it started")
+                )
+            lost += 1
+        if lost:
+            self.logger.warning("%s stopped with %d executions not started", self.name, lost)
+        for key, rec in list(self._records.items()):
+            if isinstance(rec, _Run) and rec.schedule is not None and rec.repeat:
+                rec.schedule._stop = True
+                rec.schedule._end()
+                del self._records[key]
+            elif isinstance(rec, _Run) and rec.schedule is not None and rec.execution is None:
+                rec.schedule._end()
+        for ctx in list(self._live):
+            ctx.cancel()
+        return True
+
+    def _finish_stop(self, idle: bool) -> None:
+        if not idle:
+            self.logger.warning("%s stop timed out with %d running", self.name, self._core.in_flight)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                for task in list(self._tasks):
+                    loop.call_soon_threadsafe(task.cancel)
+        if self._loop_thread is not None and self._loop is not None:
+            loop = self._loop
+            loop.call_soon_threadsafe(loop.stop)
+            self._loop_thread.join(timeout=1.0)
+            if not loop.is_running():
+                loop.close()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Worker:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._begin_stop():
+            return
+        loop = asyncio.get_running_loop()
+        idle = await loop.run_in_executor(None, self._core.wait_idle, None)
+        self._finish_stop(idle)
+
+    @property
+    def running(self) -> int:
+        """Executions in flight."""
+        return int(self._core.in_flight)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status, in-flight and scheduled figures."""
+        figures = self._core.figures()
+        with self._lock:
+            by_status = {int(s): n for s, n in self._counts.items()}
+        return {
+            "by_status": by_status,
+            "completed": sum(by_status.values()),
+            "in_flight": figures["in_flight"],
+            "scheduled": figures["scheduled"],
+            "receiving": figures["receiving"],
+            "queued": figures["due"] + figures["ready"],
+        }
+
+    def figures(self) -> dict[str, float]:
+        """Raw figures of the core (scheduled timers, queue depths, permits, interval lateness)."""
+        return {k: float(v) for k, v in self._core.figures().items()}
+
+    # -- performing ---------------------------------------------------------------------------
+
+    def _check_job(self, job: Job) -> tuple[Handler, bool]:
+        if not isinstance(job, Job):
+            raise TypeError(f"job must be a wh.Job, got {type(job).__name__}")
+        return self._chain(job.handler)
+
+    def perform(self, job: Job, *, sync: bool = False) -> Any:
+        """Run job now. sync: wait here, return the Status, re-raise the handler's exception.
+        Otherwise return an Execution handle at once."""
+        handler, is_async = self._check_job(job)
+        if sync:
+            return self._perform_sync(job, handler, is_async)
+        self._ensure_started()
+        execution = Execution(job)
+        key = next(_keys)
+        self._records[key] = _Run(job, handler, is_async, execution)
+        self._submit(key, is_async)
+        return execution
+
+    def _submit(self, key: int, is_async: bool) -> None:
+        if is_async:
+            self._ensure_loop()
+        try:
+            no_idle = self._core.submit(key, is_async)
+        except _core.CoreError:
+            self._records.pop(key, None)
+            raise WorkerStopped(f"{self.name} is stopped") from None
+        if no_idle and not is_async and len(self._threads) < self.concurrency:
+            with self._lock:
+                self._spawn_sync_thread()
+
+    def _perform_sync(self, job: Job, handler: Handler, is_async: bool) -> Status:
+        if self._stopped:
+            raise WorkerStopped(f"{self.name} is stopped")
+        if is_async:
+            loop = self._ensure_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                raise RuntimeError(
+                    "perform(sync=True) of an async handler would block its own event loop; "
+                    "use `await worker.perform(job)` instead"
+                )
+            asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
+        else:
+            self._run_job(job, handler)
+        ctx = job.ctx
+        if ctx.error is not None and ctx.status.is_error:
+            raise ctx.error
+        return ctx.status
+
+    def perform_at(self, job: Job, when: float | _dt.datetime) -> Schedule:
+        """Run job once at when (datetime, or epoch seconds); a past time runs at once."""
+        if isinstance(when, _dt.datetime):
+            epoch = when.timestamp()
+        elif isinstance(when, bool) or not isinstance(when, (int, float)):
+            raise TypeError(f"when must be a datetime or epoch seconds, got {type(when).__name__}")
+        else:
+            epoch = float(when)
+        return self._perform_once_at(job, max(0.0, epoch - time.time()), "at")
+
+    def perform_in(self, job: Job, delay: float | _dt.timedelta) -> Schedule:
+        """Run job once after delay (seconds or timedelta, >= 0)."""
+        seconds = _to_seconds(delay, "delay")
+        if not seconds >= 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
+        return self._perform_once_at(job, seconds, "in")
+
+    def _perform_once_at(self, job: Job, delay: float, kind: str) -> Schedule:
+        handler, is_async = self._check_job(job)
+        self._ensure_started()
+        if is_async:
+            self._ensure_loop()
+        key = next(_keys)
+        schedule = Schedule(self, key, kind)
+        schedule.execution = Execution(job)
+        self._records[key] = _Run(job, handler, is_async, schedule.execution, schedule)
+        try:
+            self._core.schedule_at(key, _core.monotonic() + delay, is_async)
+        except _core.CoreError:
+            self._records.pop(key, None)
+            raise WorkerStopped(f"{self.name} is stopped") from None
+        return schedule
+
+    def perform_every(
+        self, job: Job, interval: float | _dt.timedelta, *, sync: bool = False
+    ) -> Schedule:
+        """Run job now and then on every tick of a fixed-rate clock (start + n * interval).
+
+        sync=True never overlaps: ticks that fall while a run is going (or waiting for a permit)
+        are skipped, not queued. sync=False fires on every tick even if earlier runs still go.
+        """
+        seconds = _to_seconds(interval, "interval")
+        if not seconds > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        handler, is_async = self._check_job(job)
+        self._ensure_started()
+        if is_async:
+            self._ensure_loop()
+        key = next(_keys)
+        schedule = Schedule(self, key, "every")
+        self._records[key] = _Run(job, handler, is_async, None, schedule, repeat=True)
+        try:
+            self._core.every(key, _core.monotonic(), seconds, sync, is_async)
+        except _core.CoreError:
+            self._records.pop(key, None)
+            raise WorkerStopped(f"{self.name} is stopped") from None
+        return schedule
+
+    def perform_receive(self, job: Job, source: Any, *, sync: bool = False) -> Schedule:
+        """Run a copy of job per item of source, the item at job.args["received_data"].
+
+        source: wh.Channel, queue.Queue, asyncio.Queue, iterable or async iterable; the schedule
+        ends when the source closes or is exhausted. sync=True runs one item at a time.
+        """
+        kind = source_kind(source)
+        handler, is_async = self._check_job(job)
+        self._ensure_started()
+        if is_async:
+            self._ensure_loop()
+        key = next(_keys)
+        schedule = Schedule(self, key, "receive")
+        channel = source if kind == "channel" else Channel(1)
+        self._records[key] = _Run(job, handler, is_async, None, schedule, repeat=True)
+        try:
+            self._core.receive(key, channel, sync, is_async)
+        except _core.CoreError:
+            self._records.pop(key, None)
+            raise WorkerStopped(f"{self.name} is stopped") from None
+
+        def stopped() -> bool:
+            return schedule._stop or self._stopped
+
+        if kind in ("queue.Queue", "iterable"):
+            pump_thread(source, channel, stopped)
+        elif kind in ("asyncio.Queue", "async iterable"):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = self._ensure_loop()
+            coro = pump_async(source, channel, stopped)  # type: ignore[arg-type]
+            asyncio.run_coroutine_threadsafe(coro, loop)
+        return schedule
+
+    def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        # Executor.submit: a plain callable on the same permits and executor threads.
+        self._ensure_started()
+        call = _Call(fn, args, kwargs)
+        key = next(_keys)
+        self._records[key] = call
+        self._submit(key, False)
+        return call.future
+
+    # -- executing ----------------------------------------------------------------------------
+
+    def _new_context(self, job: Job, due: float | None) -> Context:
+        prev = job.ctx._values
+        timeout = job.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = Context(self.session, deadline, dict(prev) if prev else None, due)
+        job.ctx = ctx
+        return ctx
+
+    def _count(self, status: Status) -> None:
+        with self._lock:
+            self._counts[status] = self._counts.get(status, 0) + 1
+
+    def _run_job(self, job: Job, handler: Handler, due: float | None = None) -> None:
+        ctx = self._new_context(job, due)
+        live = self._live
+        live.add(ctx)
+        try:
+            result = call_handler(handler, job)
+            if inspect.isawaitable(result):
+                # A plain adapter around an async handler handed us a coroutine: run it on the loop.
+                fut = asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop())
+                fut.result()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not kill a thread
+            record_error(job, exc)
+        finally:
+            live.discard(ctx)
+        if ctx.status == Status.UNKNOWN:
+            ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
+        self._count(ctx.status)
+
+    async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> None:
+        ctx = self._new_context(job, due)
+        self._live.add(ctx)
+        try:
+            await handler(job)  # type: ignore[misc]
+        except asyncio.CancelledError as exc:
+            # Cancelled by stop(): the context says so; the execution ends as unavailable.
+            ctx.cancel()
+            if ctx.status < 400:
+                ctx.status = Status.UNAVAILABLE
+            ctx.error = exc
+        except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
+            record_error(job, exc)
+        finally:
+            self._live.discard(ctx)
+        if ctx.status == Status.UNKNOWN:
+            ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
+        self._count(ctx.status)
+
+    def _sync_loop(self) -> None:
+        core = self._core
+        take = core.take
+        while True:
+            batch = take(False, 1, _TAKE_TIMEOUT)
+            if batch is None:
+                return
+            if batch and len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
+                with self._lock:
+                    self._spawn_sync_thread()
+            for key, item, due, ended in batch:
+                self._run_key(key, item, due, ended)
+
+    def _run_key(self, key: int, item: Any, due: float, ended: bool) -> None:
+        rec = self._records.get(key)
+        if ended:
+            self._records.pop(key, None)
+            if isinstance(rec, _Run) and rec.schedule is not None:
+                rec.schedule._end()
+            return
+        if rec is None:  # cancelled between due and taken
+            self._core.done(key)
+            return
+        if isinstance(rec, _Call):
+            del self._records[key]
+            self._run_call(key, rec)
+            return
+        job = rec.job
+        if rec.repeat:
+            job = job._fork()
+            if rec.schedule is not None and rec.schedule.kind == "receive":
+                job.args["received_data"] = item
+        else:
+            self._records.pop(key, None)
+        try:
+            self._run_job(job, rec.handler, due)
+        finally:
+            self._core.done(key)
+        self._after(rec, job)
+
+    def _after(self, rec: _Run, job: Job) -> None:
+        if rec.execution is not None:
+            rec.execution._finish(job.ctx.status, job.ctx.error)
+        if rec.schedule is not None and not rec.repeat:
+            rec.schedule._end()
+
+    def _run_call(self, key: int, call: _Call) -> None:
+        fut = call.future
+        try:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    result = call.fn(*call.args, **call.kwargs)
+                except BaseException as exc:  # noqa: BLE001 - goes to the Future, as in the stdlib
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+        finally:
+            self._core.done(key)
+
+    def _feed_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One wake-up of the loop per batch of ready async executions.
+        take = self._core.take
+        while True:
+            batch = take(True, _ASYNC_BATCH, _TAKE_TIMEOUT)
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                loop.call_soon_threadsafe(self._start_async_batch, batch)
+            except RuntimeError:  # the loop is closed: these executions cannot run
+                for key, _item, _due, ended in batch:
+                    rec = self._records.pop(key, None)
+                    if not ended:
+                        self._core.done(key)
+                    if isinstance(rec, _Run) and rec.execution is not None:
+                        rec.execution._finish(Status.UNAVAILABLE, WorkerStopped("event loop closed"))
+                self.logger.error("%s: event loop closed with %d executions ready", self.name, len(batch))
+
+    def _start_async_batch(self, batch: list[tuple[int, Any, float, bool]]) -> None:
+        for key, item, due, ended in batch:
+            rec = self._records.get(key)
+            if ended:
+                self._records.pop(key, None)
+                if isinstance(rec, _Run) and rec.schedule is not None:
+                    rec.schedule._end()
+                continue
+            if not isinstance(rec, _Run):
+                self._core.done(key)
+                continue
+            job = rec.job
+            if rec.repeat:
+                job = job._fork()
+                if rec.schedule is not None and rec.schedule.kind == "receive":
+                    job.args["received_data"] = item
+            else:
+                self._records.pop(key, None)
+            task = asyncio.ensure_future(self._run_async_key(key, rec, job, due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_async_key(self, key: int, rec: _Run, job: Job, due: float) -> None:
+        try:
+            await self._run_async(job, rec.handler, due)
+        finally:
+            self._core.done(key)
+        self._after(rec, job)
+
+
+async def _as_coro(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+

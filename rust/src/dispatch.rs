@@ -1,0 +1,624 @@
+//! The dispatcher: where every source's due executions meet the worker's concurrency permits.
+//!
+//! Sources (immediate submits, the timer thread, channel receive loops, later durable queues) push
+//! *due* executions. An execution is admitted when a permit is free and moves to the ready lane of
+//! its kind: `SYNC` lanes are drained by the worker's executor threads, `ASYNC` lanes by the thread
+//! that feeds the asyncio loop. Python takes ready executions in batches, waiting with the GIL
+//! released, and hands completions back with `done`, which frees the permit, lets a sync interval
+//! tick again and gives a receive loop room for the next item.
+
+use crate::channel::Channel;
+use crate::errors::{Error, Result};
+use crate::runtime::{handle, now_ns, ns_to_secs, secs_to_ns};
+use crate::timers::timers;
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+const SYNC: usize = 0;
+const ASYNC: usize = 1;
+
+/// One execution on its way to Python: which entry, the received item if any, when it was due.
+struct Ready {
+    key: u64,
+    payload: Option<Py<PyAny>>,
+    scheduled: u64,
+    lane: usize,
+    /// Not an execution: tells Python that a repeating entry has finished for good.
+    ended: bool,
+}
+
+enum Source {
+    /// One-shot, waiting in the timer heap.
+    Timer,
+    /// Fixed-rate clock: tick n is due at start + n * period.
+    Interval { sync: bool },
+    /// A receive loop on the tokio runtime; `wake` tells it a permit or a cancel happened.
+    Receive { wake: Arc<Notify>, max_outstanding: u32 },
+}
+
+struct Entry {
+    source: Source,
+    lane: usize,
+    /// Executions of this entry that are due or running.
+    outstanding: u32,
+    /// The source will produce nothing more (cancelled, channel closed).
+    ended: bool,
+    period: u64,
+}
+
+#[derive(Default)]
+struct Figures {
+    submitted: u64,
+    completed: u64,
+    ticks: u64,
+    skipped_ticks: u64,
+    lateness_sum: u64,
+    lateness_max: u64,
+    received: u64,
+}
+
+struct State {
+    limit: usize,
+    in_flight: usize,
+    closed: bool,
+    due: VecDeque<Ready>,
+    ready: [VecDeque<Ready>; 2],
+    waiting: [usize; 2],
+    entries: HashMap<u64, Entry>,
+    figures: Figures,
+}
+
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    lanes: [Condvar; 2],
+    idle: Condvar,
+}
+
+fn lane_of(is_async: bool) -> usize {
+    if is_async {
+        ASYNC
+    } else {
+        SYNC
+    }
+}
+
+impl Inner {
+    fn new(limit: usize) -> Self {
+        Inner {
+            state: Mutex::new(State {
+                limit,
+                in_flight: 0,
+                closed: false,
+                due: VecDeque::new(),
+                ready: [VecDeque::new(), VecDeque::new()],
+                waiting: [0, 0],
+                entries: HashMap::new(),
+                figures: Figures::default(),
+            }),
+            lanes: [Condvar::new(), Condvar::new()],
+            idle: Condvar::new(),
+        }
+    }
+
+    /// Move due executions to their ready lane while permits are free.
+    fn admit(&self, st: &mut State) {
+        while st.in_flight < st.limit {
+            let Some(ready) = st.due.pop_front() else {
+                break;
+            };
+            st.in_flight += 1;
+            let lane = ready.lane;
+            st.ready[lane].push_back(ready);
+            if st.waiting[lane] > 0 {
+                self.lanes[lane].notify_one();
+            }
+        }
+    }
+
+    fn push_marker(&self, st: &mut State, key: u64, lane: usize) {
+        st.ready[lane].push_back(Ready {
+            key,
+            payload: None,
+            scheduled: 0,
+            lane,
+            ended: true,
+        });
+        self.lanes[lane].notify_one();
+    }
+
+    /// Mark an entry's source finished; it leaves once its last execution completes.
+    fn end_source(&self, st: &mut State, key: u64) -> bool {
+        let Some(entry) = st.entries.get_mut(&key) else {
+            return false;
+        };
+        if entry.ended {
+            return false;
+        }
+        entry.ended = true;
+        if let Source::Receive { wake, .. } = &entry.source {
+            wake.notify_one();
+        }
+        if entry.outstanding == 0 {
+            let lane = entry.lane;
+            st.entries.remove(&key);
+            self.push_marker(st, key, lane);
+        }
+        true
+    }
+
+    /// Called by the timer thread with the keys whose deadline passed.
+    pub(crate) fn fire(&self, due: &[(u64, u64)], now: u64) -> Vec<(u64, u64)> {
+        let mut rearm = Vec::new();
+        let mut guard = self.state.lock();
+        let st = &mut *guard; // split borrows of entries and figures
+        if st.closed {
+            return rearm;
+        }
+        for &(key, deadline) in due {
+            let Some(entry) = st.entries.get_mut(&key) else {
+                continue; // cancelled
+            };
+            let figures = &mut st.figures;
+            let lane = entry.lane;
+            match entry.source {
+                Source::Timer => {
+                    st.entries.remove(&key);
+                }
+                Source::Interval { sync } => {
+                    if entry.ended {
+                        continue;
+                    }
+                    rearm.push((key, deadline + entry.period));
+                    let late = now.saturating_sub(deadline);
+                    figures.ticks += 1;
+                    figures.lateness_sum += late;
+                    figures.lateness_max = figures.lateness_max.max(late);
+                    if sync && entry.outstanding > 0 {
+                        // A sync interval never overlaps: this tick is skipped, not queued.
+                        figures.skipped_ticks += 1;
+                        continue;
+                    }
+                    entry.outstanding += 1;
+                }
+                Source::Receive { .. } => continue,
+            }
+            st.due.push_back(Ready {
+                key,
+                payload: None,
+                scheduled: deadline,
+                lane,
+                ended: false,
+            });
+        }
+        self.admit(st);
+        rearm
+    }
+
+    /// Called by a receive loop for each item; false when the entry is gone.
+    fn received(&self, key: u64, item: Py<PyAny>) -> std::result::Result<(), Py<PyAny>> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(item);
+        }
+        let Some(entry) = st.entries.get_mut(&key) else {
+            return Err(item);
+        };
+        entry.outstanding += 1;
+        let lane = entry.lane;
+        st.figures.received += 1;
+        st.due.push_back(Ready {
+            key,
+            payload: Some(item),
+            scheduled: now_ns(),
+            lane,
+            ended: false,
+        });
+        self.admit(&mut st);
+        Ok(())
+    }
+
+    /// Whether a receive loop may take another item now (None: the loop must end).
+    fn receive_room(&self, key: u64) -> Option<bool> {
+        let st = self.state.lock();
+        if st.closed {
+            return None;
+        }
+        let entry = st.entries.get(&key)?;
+        if entry.ended {
+            return None;
+        }
+        match entry.source {
+            Source::Receive {
+                max_outstanding, ..
+            } => Some(entry.outstanding < max_outstanding),
+            _ => None,
+        }
+    }
+
+    fn complete(&self, st: &mut State, key: u64) {
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.figures.completed += 1;
+        if let Some(entry) = st.entries.get_mut(&key) {
+            entry.outstanding = entry.outstanding.saturating_sub(1);
+            if let Source::Receive { wake, .. } = &entry.source {
+                wake.notify_one();
+            }
+            if entry.ended && entry.outstanding == 0 {
+                let lane = entry.lane;
+                st.entries.remove(&key);
+                self.push_marker(st, key, lane);
+            }
+        }
+    }
+}
+
+/// Loop that turns a channel's items into executions of one entry, with back-pressure.
+async fn receive_loop(
+    inner: Arc<Inner>,
+    key: u64,
+    rx: flume::Receiver<Py<PyAny>>,
+    back: flume::WeakSender<Py<PyAny>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        match inner.receive_room(key) {
+            None => return,
+            Some(false) => {
+                wake.notified().await;
+                continue;
+            }
+            Some(true) => {}
+        }
+        tokio::select! {
+            item = rx.recv_async() => match item {
+                Ok(item) => {
+                    if let Err(item) = inner.received(key, item) {
+                        // Cancelled or stopped while the item was in flight: give it back to the
+                        // channel for another receiver instead of dropping it.
+                        let returned = back.upgrade().map(|tx| tx.try_send(item));
+                        if !matches!(returned, Some(Ok(()))) {
+                            eprintln!("workhorse: an item received after its schedule ended could not be returned to the channel");
+                        }
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let mut st = inner.state.lock();
+                    inner.end_source(&mut st, key);
+                    return;
+                }
+            },
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// The per-worker dispatcher (see the module docs). Keys are chosen by Python.
+#[pyclass(frozen, module = "workhorse._core")]
+pub(crate) struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+fn check_key_free(st: &State, key: u64) -> Result<()> {
+    if st.entries.contains_key(&key) {
+        return Err(Error::Invalid(format!("key {key} is already scheduled")));
+    }
+    if st.closed {
+        return Err(Error::Stopped);
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Dispatcher {
+    #[new]
+    fn new(concurrency: i64) -> PyResult<Self> {
+        if concurrency < 1 {
+            return Err(
+                Error::Invalid(format!("concurrency must be >= 1, got {concurrency}")).into(),
+            );
+        }
+        Ok(Dispatcher {
+            inner: Arc::new(Inner::new(concurrency as usize)),
+        })
+    }
+
+    /// Make one execution due now; returns true when no executor thread of its lane is idle.
+    fn submit(&self, key: u64, is_async: bool) -> PyResult<bool> {
+        let lane = lane_of(is_async);
+        let mut st = self.inner.state.lock();
+        if st.closed {
+            return Err(Error::Stopped.into());
+        }
+        st.figures.submitted += 1;
+        st.due.push_back(Ready {
+            key,
+            payload: None,
+            scheduled: now_ns(),
+            lane,
+            ended: false,
+        });
+        self.inner.admit(&mut st);
+        Ok(st.waiting[lane] == 0)
+    }
+
+    /// Run `key` once at `when` (time.monotonic() seconds).
+    fn schedule_at(&self, key: u64, when: f64, is_async: bool) -> PyResult<()> {
+        let deadline = secs_to_ns(when);
+        {
+            let mut st = self.inner.state.lock();
+            check_key_free(&st, key)?;
+            st.entries.insert(
+                key,
+                Entry {
+                    source: Source::Timer,
+                    lane: lane_of(is_async),
+                    outstanding: 0,
+                    ended: false,
+                    period: 0,
+                },
+            );
+        }
+        timers().schedule(&self.inner, key, deadline);
+        Ok(())
+    }
+
+    /// Run `key` at `first` and every `period` seconds after it (fixed rate, no drift).
+    fn every(&self, key: u64, first: f64, period: f64, sync: bool, is_async: bool) -> PyResult<()> {
+        if !(period > 0.0) || !period.is_finite() {
+            return Err(Error::Invalid(format!("interval must be > 0 seconds, got {period}")).into());
+        }
+        let period = secs_to_ns(period).max(1);
+        {
+            let mut st = self.inner.state.lock();
+            check_key_free(&st, key)?;
+            st.entries.insert(
+                key,
+                Entry {
+                    source: Source::Interval { sync },
+                    lane: lane_of(is_async),
+                    outstanding: 0,
+                    ended: false,
+                    period,
+                },
+            );
+        }
+        timers().schedule(&self.inner, key, secs_to_ns(first));
+        Ok(())
+    }
+
+    /// Run `key` once per item received from `channel`; `sync` keeps one execution at a time.
+    fn receive(&self, key: u64, channel: &Channel, sync: bool, is_async: bool) -> PyResult<()> {
+        let wake = Arc::new(Notify::new());
+        {
+            let mut st = self.inner.state.lock();
+            check_key_free(&st, key)?;
+            let max_outstanding = if sync { 1 } else { st.limit as u32 };
+            st.entries.insert(
+                key,
+                Entry {
+                    source: Source::Receive {
+                        wake: wake.clone(),
+                        max_outstanding,
+                    },
+                    lane: lane_of(is_async),
+                    outstanding: 0,
+                    ended: false,
+                    period: 0,
+                },
+            );
+        }
+        let (rx, back) = channel.endpoints();
+        handle().spawn(receive_loop(self.inner.clone(), key, rx, back, wake));
+        Ok(())
+    }
+
+    /// Stop a schedule. A pending timer is dropped (true); a repeating entry produces nothing more
+    /// and sends its end marker once its last execution is done (true); otherwise false.
+    fn cancel(&self, key: u64) -> bool {
+        let mut st = self.inner.state.lock();
+        match st.entries.get(&key) {
+            Some(Entry {
+                source: Source::Timer,
+                ..
+            }) => {
+                st.entries.remove(&key);
+                true
+            }
+            Some(_) => self.inner.end_source(&mut st, key),
+            None => false,
+        }
+    }
+
+    /// Ready executions of one lane, as (key, item, due_at, ended) tuples: at most `max_n`, waiting
+    /// up to `timeout` seconds with the GIL released. None once the dispatcher is closed and empty.
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        is_async: bool,
+        max_n: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let lane = lane_of(is_async);
+        let max_n = max_n.max(1);
+        let drain = |st: &mut State| -> Vec<Ready> {
+            let n = st.ready[lane].len().min(max_n);
+            st.ready[lane].drain(..n).collect()
+        };
+        let mut batch = drain(&mut self.inner.state.lock());
+        let mut closed = false;
+        if batch.is_empty() {
+            let inner = self.inner.clone();
+            let wait = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+            (batch, closed) = py.detach(move || {
+                let until = Instant::now() + wait;
+                let mut st = inner.state.lock();
+                st.waiting[lane] += 1;
+                while st.ready[lane].is_empty() && !st.closed {
+                    if inner.lanes[lane].wait_until(&mut st, until).timed_out() {
+                        break;
+                    }
+                }
+                st.waiting[lane] -= 1;
+                let batch = drain(&mut st);
+                let closed = st.closed && batch.is_empty();
+                (batch, closed)
+            });
+        }
+        if closed {
+            return Ok(None);
+        }
+        let items = batch.into_iter().map(|r| {
+            let payload = match r.payload {
+                Some(p) => p.into_bound(py),
+                None => py.None().into_bound(py),
+            };
+            PyTuple::new(
+                py,
+                [
+                    r.key.into_pyobject(py).unwrap().into_any(),
+                    payload,
+                    ns_to_secs(r.scheduled).into_pyobject(py).unwrap().into_any(),
+                    pyo3::types::PyBool::new(py, r.ended).to_owned().into_any(),
+                ],
+            )
+        });
+        let list = PyList::empty(py);
+        for item in items {
+            list.append(item?)?;
+        }
+        Ok(Some(list))
+    }
+
+    /// Executions finished: free their permits and let their sources go on.
+    fn done(&self, key: u64) {
+        let mut st = self.inner.state.lock();
+        self.inner.complete(&mut st, key);
+        self.inner.admit(&mut st);
+        if st.in_flight == 0 {
+            self.inner.idle.notify_all();
+        }
+    }
+
+    fn done_many(&self, keys: Vec<u64>) {
+        let mut st = self.inner.state.lock();
+        for key in keys {
+            self.inner.complete(&mut st, key);
+        }
+        self.inner.admit(&mut st);
+        if st.in_flight == 0 {
+            self.inner.idle.notify_all();
+        }
+    }
+
+    /// Executor threads of a lane now waiting for work.
+    fn idle_threads(&self, is_async: bool) -> usize {
+        self.inner.state.lock().waiting[lane_of(is_async)]
+    }
+
+    /// Stop every source and return the keys of executions that never started (due or ready).
+    fn close(&self) -> Vec<u64> {
+        let mut unstarted = Vec::new();
+        {
+            let mut st = self.inner.state.lock();
+            if st.closed {
+                return unstarted;
+            }
+            st.closed = true;
+            unstarted.extend(st.due.drain(..).map(|r| r.key));
+            for lane in [SYNC, ASYNC] {
+                let ready: Vec<Ready> = st.ready[lane].drain(..).collect();
+                for r in ready.into_iter().filter(|r| !r.ended) {
+                    st.in_flight = st.in_flight.saturating_sub(1);
+                    unstarted.push(r.key);
+                }
+            }
+            for entry in st.entries.values() {
+                if let Source::Receive { wake, .. } = &entry.source {
+                    wake.notify_one();
+                }
+            }
+            st.entries.clear();
+            for lane in &self.inner.lanes {
+                lane.notify_all();
+            }
+            self.inner.idle.notify_all();
+        }
+        timers().purge(&self.inner);
+        unstarted
+    }
+
+    /// Wait (GIL released) until no execution is in flight; false on timeout.
+    fn wait_idle(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
+        let inner = self.inner.clone();
+        let until = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.clamp(0.0, 1e6)));
+        py.detach(move || {
+            let mut st = inner.state.lock();
+            while st.in_flight > 0 || !st.due.is_empty() {
+                match until {
+                    Some(until) => {
+                        if inner.idle.wait_until(&mut st, until).timed_out() {
+                            return st.in_flight == 0 && st.due.is_empty();
+                        }
+                    }
+                    None => {
+                        inner.idle.wait_for(&mut st, Duration::from_millis(100));
+                    }
+                }
+            }
+            true
+        })
+    }
+
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.inner.state.lock().in_flight
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.state.lock().closed
+    }
+
+    /// Figures of the core, read at scrape time by the Prometheus collector.
+    fn figures<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.inner.state.lock();
+        let scheduled = st
+            .entries
+            .values()
+            .filter(|e| !e.ended && matches!(e.source, Source::Timer | Source::Interval { .. }))
+            .count();
+        let receiving = st
+            .entries
+            .values()
+            .filter(|e| !e.ended && matches!(e.source, Source::Receive { .. }))
+            .count();
+        let f = &st.figures;
+        let d = PyDict::new(py);
+        d.set_item("scheduled", scheduled)?;
+        d.set_item("receiving", receiving)?;
+        d.set_item("due", st.due.len())?;
+        d.set_item("ready", st.ready[SYNC].len() + st.ready[ASYNC].len())?;
+        d.set_item("in_flight", st.in_flight)?;
+        d.set_item("permits", st.limit)?;
+        d.set_item("submitted_total", f.submitted)?;
+        d.set_item("completed_total", f.completed)?;
+        d.set_item("received_total", f.received)?;
+        d.set_item("interval_ticks_total", f.ticks)?;
+        d.set_item("interval_skipped_total", f.skipped_ticks)?;
+        d.set_item("interval_lateness_seconds_sum", ns_to_secs(f.lateness_sum))?;
+        d.set_item("interval_lateness_seconds_max", ns_to_secs(f.lateness_max))?;
+        Ok(d)
+    }
+}
+
+/// Timer-heap entries of the whole process (all dispatchers).
+#[pyfunction]
+pub(crate) fn pending_timers() -> usize {
+    timers().pending()
+}

@@ -1,0 +1,42 @@
+//! workhorse._core: the tokio-based engine behind workhorse.
+//!
+//! sources (timers.rs, channel.rs receive loops, later queue/) -> dispatch.rs (permits, ready
+//! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime.
+
+mod channel;
+mod dispatch;
+mod errors;
+mod onramp;
+mod runtime;
+mod timers;
+
+use pyo3::prelude::*;
+
+/// time.monotonic() as the core sees it (CLOCK_MONOTONIC), in seconds.
+#[pyfunction]
+fn monotonic() -> f64 {
+    runtime::ns_to_secs(runtime::now_ns())
+}
+
+/// Stop the tokio runtime and the timer thread; called at interpreter exit.
+#[pyfunction]
+fn shutdown(py: Python<'_>) {
+    py.detach(|| {
+        timers::shutdown();
+        runtime::shutdown();
+    });
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<channel::Channel>()?;
+    m.add_class::<dispatch::Dispatcher>()?;
+    m.add_class::<onramp::OnRamp>()?;
+    m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(dispatch::pending_timers, m)?)?;
+    m.add("CoreError", py.get_type::<errors::CoreError>())?;
+    m.add("ChannelClosed", py.get_type::<errors::ChannelClosed>())?;
+    Ok(())
+}

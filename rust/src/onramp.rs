@@ -1,0 +1,174 @@
+//! On-ramping for ConcurrentJob: which worker slot to fill, and when.
+//!
+//! Slot 1 is filled at once; then one more slot every `start_interval` (ticks at start + k *
+//! interval) until `max_workers` run. A slot whose run ended is released and refilled at the next
+//! tick. With an interval of zero every free slot is filled at once.
+
+use crate::errors::Error;
+use crate::runtime::{now_ns, secs_to_ns};
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Ramp {
+    interval: u64,
+    running: Vec<bool>,
+    next_tick: Option<u64>,
+    closed: bool,
+}
+
+impl Ramp {
+    /// The slot to fill now, if any, and when to look again otherwise.
+    fn poll(&mut self, now: u64) -> (Option<usize>, Option<u64>) {
+        let free = self.running.iter().position(|r| !r);
+        let Some(next_tick) = self.next_tick else {
+            // First call: slot 1 at once, the clock starts now.
+            self.next_tick = Some(now + self.interval);
+            return (free.map(|s| self.fill(s)), None);
+        };
+        if self.interval == 0 {
+            return (free.map(|s| self.fill(s)), None);
+        }
+        if now < next_tick {
+            return (None, Some(next_tick));
+        }
+        // One slot per tick; ticks missed while nothing was free are not saved up.
+        let behind = (now - next_tick) / self.interval + 1;
+        self.next_tick = Some(next_tick + behind * self.interval);
+        match free {
+            Some(s) => (Some(self.fill(s)), None),
+            None => (None, self.next_tick),
+        }
+    }
+
+    fn fill(&mut self, slot: usize) -> usize {
+        self.running[slot] = true;
+        slot + 1
+    }
+}
+
+#[pyclass(frozen, module = "workhorse._core")]
+pub(crate) struct OnRamp {
+    inner: Arc<(Mutex<Ramp>, Condvar)>,
+}
+
+#[pymethods]
+impl OnRamp {
+    #[new]
+    fn new(max_workers: i64, start_interval: f64) -> PyResult<Self> {
+        if max_workers < 1 {
+            return Err(Error::Invalid(format!("max_workers must be >= 1, got {max_workers}")).into());
+        }
+        if !(start_interval >= 0.0) || !start_interval.is_finite() {
+            return Err(Error::Invalid(format!(
+                "start_interval must be >= 0 seconds, got {start_interval}"
+            ))
+            .into());
+        }
+        Ok(OnRamp {
+            inner: Arc::new((
+                Mutex::new(Ramp {
+                    interval: secs_to_ns(start_interval),
+                    running: vec![false; max_workers as usize],
+                    next_tick: None,
+                    closed: false,
+                }),
+                Condvar::new(),
+            )),
+        })
+    }
+
+    /// The 1-based slot to fill next, waiting up to `timeout` s (GIL released); None on timeout,
+    /// 0 once closed.
+    fn next_slot(&self, py: Python<'_>, timeout: f64) -> Option<usize> {
+        let inner = self.inner.clone();
+        let until = now_ns() + secs_to_ns(timeout);
+        py.detach(move || {
+            let (lock, cv) = &*inner;
+            let mut ramp = lock.lock();
+            loop {
+                if ramp.closed {
+                    return Some(0);
+                }
+                let now = now_ns();
+                let (slot, next) = ramp.poll(now);
+                if slot.is_some() {
+                    return slot;
+                }
+                let wake = next.unwrap_or(u64::MAX).min(until);
+                if now >= until {
+                    return None;
+                }
+                cv.wait_for(&mut ramp, Duration::from_nanos(wake.saturating_sub(now).max(1)));
+            }
+        })
+    }
+
+    /// The run in `slot` ended: it is refilled at the next tick.
+    fn release(&self, slot: usize) -> PyResult<()> {
+        let (lock, cv) = &*self.inner;
+        let mut ramp = lock.lock();
+        if slot == 0 || slot > ramp.running.len() {
+            return Err(Error::Invalid(format!("slot {slot} is out of range")).into());
+        }
+        ramp.running[slot - 1] = false;
+        cv.notify_all();
+        Ok(())
+    }
+
+    fn close(&self) {
+        let (lock, cv) = &*self.inner;
+        lock.lock().closed = true;
+        cv.notify_all();
+    }
+
+    #[getter]
+    fn running(&self) -> usize {
+        self.inner.0.lock().running.iter().filter(|r| **r).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(n: usize, interval: u64) -> Ramp {
+        Ramp {
+            interval,
+            running: vec![false; n],
+            next_tick: None,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn fills_one_slot_per_tick() {
+        let mut r = ramp(3, 100);
+        assert_eq!(r.poll(0).0, Some(1));
+        assert_eq!(r.poll(50), (None, Some(100)));
+        assert_eq!(r.poll(100).0, Some(2));
+        assert_eq!(r.poll(150).0, None);
+        assert_eq!(r.poll(200).0, Some(3));
+        assert_eq!(r.poll(300).0, None);
+    }
+
+    #[test]
+    fn released_slot_is_refilled_at_next_tick() {
+        let mut r = ramp(2, 100);
+        r.poll(0);
+        r.poll(100);
+        r.running[0] = false;
+        assert_eq!(r.poll(150).0, None);
+        assert_eq!(r.poll(200).0, Some(1));
+    }
+
+    #[test]
+    fn zero_interval_fills_every_slot_at_once() {
+        let mut r = ramp(3, 0);
+        assert_eq!(r.poll(0).0, Some(1));
+        assert_eq!(r.poll(0).0, Some(2));
+        assert_eq!(r.poll(0).0, Some(3));
+        assert_eq!(r.poll(0).0, None);
+    }
+}

@@ -1,0 +1,99 @@
+//! The process-wide tokio runtime and the monotonic clock shared with Python.
+//!
+//! One runtime per process, started lazily. A child created by `fork` inherits the parent's memory
+//! but none of its threads, so the runtime is keyed by pid: the child builds a fresh one and leaks
+//! the parent's (dropping it would try to join threads that do not exist in the child).
+
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::{Builder, Runtime};
+
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The runtime of this process, built on first use (and again after a fork).
+pub(crate) fn handle() -> Arc<Runtime> {
+    let mut slot = RUNTIME.lock();
+    if let Some((owner, rt)) = slot.as_ref() {
+        if *owner == pid() {
+            return rt.clone();
+        }
+        // Inherited across fork: its worker threads are gone; never drop it here.
+        if let Some((_, stale)) = slot.take() {
+            std::mem::forget(stale);
+        }
+    }
+    let rt = Arc::new(
+        Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("workhorse-core")
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime"),
+    );
+    *slot = Some((pid(), rt.clone()));
+    rt
+}
+
+/// Stop the runtime's tasks and threads (interpreter exit); a later call to `handle` starts anew.
+pub(crate) fn shutdown() {
+    let taken = RUNTIME.lock().take();
+    if let Some((owner, rt)) = taken {
+        if owner != pid() {
+            std::mem::forget(rt);
+            return;
+        }
+        if let Ok(rt) = Arc::try_unwrap(rt) {
+            rt.shutdown_timeout(Duration::from_millis(500));
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock behind Python's `time.monotonic()`.
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub(crate) fn secs_to_ns(secs: f64) -> u64 {
+    if secs <= 0.0 {
+        0
+    } else {
+        (secs * 1e9) as u64
+    }
+}
+
+pub(crate) fn ns_to_secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_is_monotonic_and_in_seconds() {
+        let a = now_ns();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = now_ns();
+        assert!(b - a >= 2_000_000);
+        assert!((ns_to_secs(secs_to_ns(1.5)) - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn runtime_is_shared_until_shutdown() {
+        let a = handle();
+        let b = handle();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.block_on(async { 7 }), 7);
+    }
+}
