@@ -1,15 +1,15 @@
 """workhorse: jobs handled like HTTP requests, scheduled by a Rust (tokio) core.
 
-    import workhorse as wh
+import workhorse as wh
 
-    worker = wh.Worker(concurrency=10)
+worker = wh.Worker(concurrency=10)
 
-    @worker.handler("email")
-    def send_email(job: wh.Job) -> None:
-        ...
+@worker.handler("email")
+def send_email(job: wh.Job) -> None:
+    ...
 
-    with worker:
-        worker.perform(wh.Job("email", {"to": "a@b.c"}))
+with worker:
+    worker.perform(wh.Job("email", {"to": "a@b.c"}))
 """
 
 from __future__ import annotations

@@ -138,7 +138,9 @@ class ConcurrentJob:
                 self._channel = Channel(self.max_workers)
                 pump_thread(self.source, self._channel, lambda: self._stopped)
         self._ramp = _core.OnRamp(self.max_workers, self.start_interval)
-        self._control = threading.Thread(target=self._run_ramp, name=f"{self.name}-ramp", daemon=True)
+        self._control = threading.Thread(
+            target=self._run_ramp, name=f"{self.name}-ramp", daemon=True
+        )
         self._control.start()
         return self
 
@@ -171,7 +173,9 @@ class ConcurrentJob:
             if self._factory is not None:
                 worker = self._factory(slot)
                 if not isinstance(worker, Worker):
-                    raise TypeError(f"worker_factory must return a wh.Worker, got {type(worker).__name__}")
+                    raise TypeError(
+                        f"worker_factory must return a wh.Worker, got {type(worker).__name__}"
+                    )
             else:
                 worker = Worker(adapters=self._adapters, name=f"{self.name}-{slot}")
             for name, handler in self._handlers.items():

@@ -56,7 +56,9 @@ class Executor(_BaseExecutor):
             worker._core.wait_idle(None)
             worker.stop()
         else:
-            threading.Thread(target=self._drain, name="workhorse-executor-shutdown", daemon=True).start()
+            threading.Thread(
+                target=self._drain, name="workhorse-executor-shutdown", daemon=True
+            ).start()
 
     def _drain(self) -> None:
         self._worker._core.wait_idle(None)

@@ -22,7 +22,7 @@ _MISSING: Any = object()
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
 
-# One condition for every Context's wait_cancelled(): cancellation is rare, a lock per context is not.
+# One condition for every Context.wait_cancelled(): cancelling is rare, a lock per context is not.
 _cancel_cond = threading.Condition()
 
 
@@ -110,7 +110,7 @@ class Context:
                 _cancel_cond.notify_all()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
-        """Block until cancelled (or the deadline passes) or timeout seconds elapse; True if cancelled."""
+        """Block until cancelled or past the deadline, at most timeout s; True if cancelled."""
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0, got {timeout!r}")
         end = None if timeout is None else time.monotonic() + timeout
@@ -153,7 +153,9 @@ def _check_timeout(timeout: float | None) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        )
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
     return float(timeout)

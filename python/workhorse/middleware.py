@@ -8,7 +8,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import Any
 
 from workhorse.errors import ArgError
 from workhorse.job import Job
@@ -25,7 +25,7 @@ __all__ = [
     "run_safely",
 ]
 
-Handler = Callable[[Job], Union[object, Awaitable[object]]]
+Handler = Callable[[Job], object | Awaitable[object]]
 Adapter = Callable[[Handler], Handler]
 
 logger = logging.getLogger("workhorse")

@@ -41,7 +41,9 @@ def source_kind(source: object) -> str:
     if isinstance(source, queue.Queue):
         return "queue.Queue"
     if isinstance(source, (str, bytes, bytearray)):
-        raise TypeError(f"source must be a Channel, queue or iterable of items, not {type(source).__name__}")
+        raise TypeError(
+            f"source must be a Channel, queue or iterable of items, not {type(source).__name__}"
+        )
     if isinstance(source, AsyncIterable):
         return "async iterable"
     if isinstance(source, Iterable):
@@ -64,7 +66,9 @@ def _send(channel: _CoreChannel, item: Any, stopped: Callable[[], bool]) -> bool
     return False
 
 
-def pump_thread(source: Any, channel: _CoreChannel, stopped: Callable[[], bool]) -> threading.Thread:
+def pump_thread(
+    source: Any, channel: _CoreChannel, stopped: Callable[[], bool]
+) -> threading.Thread:
     """Move items from a queue.Queue or iterable into channel on a daemon thread."""
 
     def run() -> None:

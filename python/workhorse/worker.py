@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -123,7 +123,10 @@ class Execution:
                 self._waiters -= 1
         return self.status
 
-    def __await__(self) -> Iterator[Any]:
+    def __await__(self) -> Generator[Any, None, Status]:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Status:
         if self._done:
             return self._status
         loop = asyncio.get_running_loop()
@@ -134,13 +137,15 @@ class Execution:
             self._futures.append(fut)
         if self._done and not fut.done():  # finished while we registered
             fut.set_result(self._status)
-        timeout = self.job.timeout
-        if timeout is not None:
+        if self.job.timeout is None:
+            return await fut
+        # The deadline is only known once the execution starts: look again every 50 ms.
+        while True:
             try:
-                return (yield from asyncio.wait_for(asyncio.shield(fut), timeout * 2 + 1).__await__())
+                return await asyncio.wait_for(asyncio.shield(fut), 0.05)
             except (asyncio.TimeoutError, TimeoutError):
-                return Status.TIMEOUT
-        return (yield from fut)
+                if self._past_deadline():
+                    return Status.TIMEOUT
 
     def __repr__(self) -> str:
         return f"Execution({self.job.handler!r}, status={self.status!r})"
@@ -238,7 +243,9 @@ class _Call:
     repeat = False
     is_async = False
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -249,7 +256,9 @@ def _to_seconds(value: float | _dt.timedelta, name: str) -> float:
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be seconds (int or float) or a timedelta, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
+        )
     return float(value)
 
 
@@ -370,7 +379,10 @@ class Worker:
                 self._loop, self._loop_thread = loop, thread
             if self._feeder is None:
                 self._feeder = threading.Thread(
-                    target=self._feed_loop, args=(self._loop,), name=f"{self.name}-feeder", daemon=True
+                    target=self._feed_loop,
+                    args=(self._loop,),
+                    name=f"{self.name}-feeder",
+                    daemon=True,
                 )
                 self._feeder.start()
             return self._loop
@@ -386,7 +398,7 @@ class Worker:
         thread.start()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop sources, cancel contexts, wait up to timeout for in-flight runs; True if all ended."""
+        """Stop sources, cancel contexts, wait up to timeout for runs; True if all ended."""
         if not self._begin_stop():
             return True
         idle = self._core.wait_idle(timeout)
@@ -424,7 +436,9 @@ class Worker:
 
     def _finish_stop(self, idle: bool) -> None:
         if not idle:
-            self.logger.warning("%s stop timed out with %d running", self.name, self._core.in_flight)
+            self.logger.warning(
+                "%s stop timed out with %d running", self.name, self._core.in_flight
+            )
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 for task in list(self._tasks):
@@ -618,11 +632,13 @@ class Worker:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = self._ensure_loop()
-            coro = pump_async(source, channel, stopped)  # type: ignore[arg-type]
+            coro = pump_async(source, channel, stopped)
             asyncio.run_coroutine_threadsafe(coro, loop)
         return schedule
 
-    def _submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+    def _submit_call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
         # Executor.submit: a plain callable on the same permits and executor threads.
         self._ensure_started()
         call = _Call(fn, args, kwargs)
@@ -758,8 +774,12 @@ class Worker:
                     if not ended:
                         self._core.done(key)
                     if isinstance(rec, _Run) and rec.execution is not None:
-                        rec.execution._finish(Status.UNAVAILABLE, WorkerStopped("event loop closed"))
-                self.logger.error("%s: event loop closed with %d executions ready", self.name, len(batch))
+                        rec.execution._finish(
+                            Status.UNAVAILABLE, WorkerStopped("event loop closed")
+                        )
+                self.logger.error(
+                    "%s: event loop closed with %d executions ready", self.name, len(batch)
+                )
 
     def _start_async_batch(self, batch: list[tuple[int, Any, float, bool]]) -> None:
         for key, item, due, ended in batch:
@@ -793,4 +813,3 @@ class Worker:
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-

@@ -22,7 +22,10 @@ pub(crate) struct Channel {
 
 impl Channel {
     fn sender(&self) -> PyResult<flume::Sender<Py<PyAny>>> {
-        self.tx.lock().clone().ok_or_else(|| Error::ChannelClosed.into())
+        self.tx
+            .lock()
+            .clone()
+            .ok_or_else(|| Error::ChannelClosed.into())
     }
 
     /// The receiving end and a weak sender (to give back an item), for a receive loop.
@@ -39,8 +42,12 @@ impl Channel {
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
-        Some(t) if t >= 0.0 && t.is_finite() => Ok(Some(Instant::now() + Duration::from_secs_f64(t))),
-        Some(t) => Err(Error::Invalid(format!("timeout must be >= 0 seconds or None, got {t}")).into()),
+        Some(t) if t >= 0.0 && t.is_finite() => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
+        }
+        Some(t) => {
+            Err(Error::Invalid(format!("timeout must be >= 0 seconds or None, got {t}")).into())
+        }
     }
 }
 

@@ -38,7 +38,10 @@ enum Source {
     /// Fixed-rate clock: tick n is due at start + n * period.
     Interval { sync: bool },
     /// A receive loop on the tokio runtime; `wake` tells it a permit or a cancel happened.
-    Receive { wake: Arc<Notify>, max_outstanding: u32 },
+    Receive {
+        wake: Arc<Notify>,
+        max_outstanding: u32,
+    },
 }
 
 struct Entry {
@@ -370,8 +373,10 @@ impl Dispatcher {
 
     /// Run `key` at `first` and every `period` seconds after it (fixed rate, no drift).
     fn every(&self, key: u64, first: f64, period: f64, sync: bool, is_async: bool) -> PyResult<()> {
-        if !(period > 0.0) || !period.is_finite() {
-            return Err(Error::Invalid(format!("interval must be > 0 seconds, got {period}")).into());
+        if period.is_nan() || period <= 0.0 || period.is_infinite() {
+            return Err(
+                Error::Invalid(format!("interval must be > 0 seconds, got {period}")).into(),
+            );
         }
         let period = secs_to_ns(period).max(1);
         {
@@ -483,7 +488,10 @@ impl Dispatcher {
                 [
                     r.key.into_pyobject(py).unwrap().into_any(),
                     payload,
-                    ns_to_secs(r.scheduled).into_pyobject(py).unwrap().into_any(),
+                    ns_to_secs(r.scheduled)
+                        .into_pyobject(py)
+                        .unwrap()
+                        .into_any(),
                     pyo3::types::PyBool::new(py, r.ended).to_owned().into_any(),
                 ],
             )

@@ -58,9 +58,11 @@ impl OnRamp {
     #[new]
     fn new(max_workers: i64, start_interval: f64) -> PyResult<Self> {
         if max_workers < 1 {
-            return Err(Error::Invalid(format!("max_workers must be >= 1, got {max_workers}")).into());
+            return Err(
+                Error::Invalid(format!("max_workers must be >= 1, got {max_workers}")).into(),
+            );
         }
-        if !(start_interval >= 0.0) || !start_interval.is_finite() {
+        if start_interval.is_nan() || start_interval < 0.0 || start_interval.is_infinite() {
             return Err(Error::Invalid(format!(
                 "start_interval must be >= 0 seconds, got {start_interval}"
             ))
@@ -100,7 +102,10 @@ impl OnRamp {
                 if now >= until {
                     return None;
                 }
-                cv.wait_for(&mut ramp, Duration::from_nanos(wake.saturating_sub(now).max(1)));
+                cv.wait_for(
+                    &mut ramp,
+                    Duration::from_nanos(wake.saturating_sub(now).max(1)),
+                );
             }
         })
     }
