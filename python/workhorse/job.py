@@ -47,6 +47,9 @@ class Session:
         return f"Session({sorted(self._values)})"
 
 
+_DEFAULT_SESSION = Session()
+
+
 class Context:
     """Per-execution state: key/values, the status, the error raised, deadline and cancellation."""
 
@@ -76,7 +79,7 @@ class Context:
         self.deadline = deadline
         self._cancelled = False
         self._waiters = 0
-        self.session = session if session is not None else Session()
+        self.session = session if session is not None else _DEFAULT_SESSION
 
     def get(self, key: str, default: Any = None) -> Any:
         values = self._values
@@ -164,7 +167,7 @@ def _check_timeout(timeout: float | None) -> float | None:
 class Job:
     """A unit of work: a handler name, its arguments, and a fresh Context on every execution."""
 
-    __slots__ = ("handler", "args", "queue", "timeout", "_id", "ctx", "_trace")
+    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_trace")
 
     def __init__(
         self,
@@ -185,8 +188,20 @@ class Job:
         self.queue = queue
         self.timeout = _check_timeout(timeout)
         self._id: str | None = None
-        self.ctx = Context()
+        self._ctx: Context | None = None
         self._trace: Trace | None = None
+
+    @property
+    def ctx(self) -> Context:
+        """The current execution's Context (values set before performing are carried into it)."""
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = Context()
+        return ctx
+
+    @ctx.setter
+    def ctx(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     @property
     def id(self) -> str:
@@ -216,7 +231,8 @@ class Job:
         new.queue = self.queue
         new.timeout = self.timeout
         new._id = None
-        new.ctx = Context()
+        prev = self._ctx
+        new._ctx = None if prev is None else Context(values=prev.values() or None)
         new._trace = None
         return new
 

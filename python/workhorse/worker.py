@@ -65,10 +65,29 @@ def _shutdown_core() -> None:
 class Execution:
     """Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`."""
 
-    __slots__ = ("job", "_status", "error", "_done", "_waiters", "_futures")
+    __slots__ = (
+        "job",
+        "_handler",
+        "_is_async",
+        "schedule",
+        "_status",
+        "error",
+        "_done",
+        "_waiters",
+        "_futures",
+    )
 
-    def __init__(self, job: Job) -> None:
+    def __init__(
+        self,
+        job: Job,
+        handler: Handler | None = None,
+        is_async: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
         self.job = job
+        self._handler = handler
+        self._is_async = is_async
+        self.schedule = schedule
         self._status = Status.UNKNOWN
         self.error: BaseException | None = None
         self._done = False
@@ -86,7 +105,8 @@ class Execution:
         return self._done
 
     def _past_deadline(self) -> bool:
-        deadline = self.job.ctx.deadline
+        ctx = self.job._ctx
+        deadline = None if ctx is None else ctx.deadline
         return deadline is not None and time.monotonic() >= deadline
 
     def _finish(self, status: Status, error: BaseException | None) -> None:
@@ -177,7 +197,7 @@ class Schedule:
         self._stop = True
         cancelled = self._worker._core.cancel(self.key)
         if self.kind in ("at", "in") and cancelled:
-            self._worker._records.pop(self.key, None)
+            self._worker._once.pop(self.key, None)
             self._end()
         return cancelled
 
@@ -214,26 +234,16 @@ class Schedule:
         return f"Schedule({self.kind}, key={self.key}, done={self._ended})"
 
 
-class _Run:
-    """A record: what to run when its key is taken from the core."""
+class _Repeat:
+    """A record of an interval or receive schedule: each execution runs on a fork of the job."""
 
-    __slots__ = ("job", "handler", "is_async", "execution", "schedule", "repeat")
+    __slots__ = ("job", "handler", "is_async", "schedule")
 
-    def __init__(
-        self,
-        job: Job,
-        handler: Handler,
-        is_async: bool,
-        execution: Execution | None = None,
-        schedule: Schedule | None = None,
-        repeat: bool = False,
-    ) -> None:
+    def __init__(self, job: Job, handler: Handler, is_async: bool, schedule: Schedule) -> None:
         self.job = job
         self.handler = handler
         self.is_async = is_async
-        self.execution = execution
         self.schedule = schedule
-        self.repeat = repeat
 
 
 class _Call:
@@ -294,10 +304,12 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._chains: dict[str, tuple[Handler, bool]] = {}
         self._core = _core.Dispatcher(concurrency)
-        self._records: dict[int, _Run | _Call] = {}
+        # Records by key: one-shots leave when taken, repeating ones when their end marker comes.
+        self._once: dict[int, Execution | _Call] = {}
+        self._repeat: dict[int, _Repeat] = {}
         self._live: set[Context] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._counts: dict[Status, int] = {}
+        self._sync_counts: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -410,26 +422,25 @@ class Worker:
             if self._stopped:
                 return False
             self._stopped = True
-        unstarted = self._core.close()
-        lost = 0
-        for key in unstarted:
-            rec = self._records.pop(key, None)
+        self._core.close()
+        # Whatever one-shot record is left never started: it was due, or a timer still pending.
+        unstarted = list(self._once.values())
+        self._once.clear()
+        for rec in unstarted:
             if isinstance(rec, _Call):
                 rec.future.cancel()
-            elif rec is not None and rec.execution is not None:
-                rec.execution._finish(
-                    Status.UNAVAILABLE, WorkerStopped(f"{self.name} stopped before it started")
-                )
-            lost += 1
-        if lost:
-            self.logger.warning("%s stopped with %d executions not started", self.name, lost)
-        for key, rec in list(self._records.items()):
-            if isinstance(rec, _Run) and rec.schedule is not None and rec.repeat:
-                rec.schedule._stop = True
-                rec.schedule._end()
-                del self._records[key]
-            elif isinstance(rec, _Run) and rec.schedule is not None and rec.execution is None:
-                rec.schedule._end()
+            else:
+                rec._finish(Status.UNAVAILABLE, WorkerStopped(f"{self.name} stopped first"))
+                if rec.schedule is not None:
+                    rec.schedule._end()
+        if unstarted:
+            self.logger.warning(
+                "%s stopped with %d executions not started", self.name, len(unstarted)
+            )
+        for rep in list(self._repeat.values()):
+            rep.schedule._stop = True
+            rep.schedule._end()
+        self._repeat.clear()
         for ctx in list(self._live):
             ctx.cancel()
         return True
@@ -474,8 +485,10 @@ class Worker:
     def stats(self) -> dict[str, Any]:
         """Counts by status, in-flight and scheduled figures."""
         figures = self._core.figures()
+        by_status: dict[int, int] = dict(figures["by_status"])
         with self._lock:
-            by_status = {int(s): n for s, n in self._counts.items()}
+            for status, n in self._sync_counts.items():
+                by_status[status] = by_status.get(status, 0) + n
         return {
             "by_status": by_status,
             "completed": sum(by_status.values()),
@@ -487,7 +500,7 @@ class Worker:
 
     def figures(self) -> dict[str, float]:
         """Raw figures of the core (scheduled timers, queue depths, permits, interval lateness)."""
-        return {k: float(v) for k, v in self._core.figures().items()}
+        return {k: float(v) for k, v in self._core.figures().items() if k != "by_status"}
 
     # -- performing ---------------------------------------------------------------------------
 
@@ -496,16 +509,20 @@ class Worker:
             raise TypeError(f"job must be a wh.Job, got {type(job).__name__}")
         return self._chain(job.handler)
 
+    def _stopped_error(self) -> WorkerStopped:
+        return WorkerStopped(f"{self.name} is stopped")
+
     def perform(self, job: Job, *, sync: bool = False) -> Any:
         """Run job now. sync: wait here, return the Status, re-raise the handler's exception.
         Otherwise return an Execution handle at once."""
         handler, is_async = self._check_job(job)
         if sync:
             return self._perform_sync(job, handler, is_async)
-        self._ensure_started()
-        execution = Execution(job)
+        if not self._started:
+            self.start()
+        execution = Execution(job, handler, is_async)
         key = next(_keys)
-        self._records[key] = _Run(job, handler, is_async, execution)
+        self._once[key] = execution
         self._submit(key, is_async)
         return execution
 
@@ -515,15 +532,15 @@ class Worker:
         try:
             no_idle = self._core.submit(key, is_async)
         except _core.CoreError:
-            self._records.pop(key, None)
-            raise WorkerStopped(f"{self.name} is stopped") from None
+            self._once.pop(key, None)
+            raise self._stopped_error() from None
         if no_idle and not is_async and len(self._threads) < self.concurrency:
             with self._lock:
                 self._spawn_sync_thread()
 
     def _perform_sync(self, job: Job, handler: Handler, is_async: bool) -> Status:
         if self._stopped:
-            raise WorkerStopped(f"{self.name} is stopped")
+            raise self._stopped_error()
         if is_async:
             loop = self._ensure_loop()
             try:
@@ -535,13 +552,15 @@ class Worker:
                     "perform(sync=True) of an async handler would block its own event loop; "
                     "use `await worker.perform(job)` instead"
                 )
-            asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
+            status = asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
         else:
-            self._run_job(job, handler)
+            status = self._run_job(job, handler)
+        with self._lock:
+            self._sync_counts[status] = self._sync_counts.get(status, 0) + 1
         ctx = job.ctx
-        if ctx.error is not None and ctx.status.is_error:
+        if ctx.error is not None and status.is_error:
             raise ctx.error
-        return ctx.status
+        return status
 
     def perform_at(self, job: Job, when: float | _dt.datetime) -> Schedule:
         """Run job once at when (datetime, or epoch seconds); a past time runs at once."""
@@ -567,13 +586,13 @@ class Worker:
             self._ensure_loop()
         key = next(_keys)
         schedule = Schedule(self, key, kind)
-        schedule.execution = Execution(job)
-        self._records[key] = _Run(job, handler, is_async, schedule.execution, schedule)
+        schedule.execution = Execution(job, handler, is_async, schedule)
+        self._once[key] = schedule.execution
         try:
             self._core.schedule_at(key, _core.monotonic() + delay, is_async)
         except _core.CoreError:
-            self._records.pop(key, None)
-            raise WorkerStopped(f"{self.name} is stopped") from None
+            self._once.pop(key, None)
+            raise self._stopped_error() from None
         return schedule
 
     def perform_every(
@@ -588,17 +607,21 @@ class Worker:
         if not seconds > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
         handler, is_async = self._check_job(job)
+        schedule = self._add_repeat(job, handler, is_async, "every")
+        try:
+            self._core.every(schedule.key, _core.monotonic(), seconds, sync, is_async)
+        except _core.CoreError:
+            self._repeat.pop(schedule.key, None)
+            raise self._stopped_error() from None
+        return schedule
+
+    def _add_repeat(self, job: Job, handler: Handler, is_async: bool, kind: str) -> Schedule:
         self._ensure_started()
         if is_async:
             self._ensure_loop()
         key = next(_keys)
-        schedule = Schedule(self, key, "every")
-        self._records[key] = _Run(job, handler, is_async, None, schedule, repeat=True)
-        try:
-            self._core.every(key, _core.monotonic(), seconds, sync, is_async)
-        except _core.CoreError:
-            self._records.pop(key, None)
-            raise WorkerStopped(f"{self.name} is stopped") from None
+        schedule = Schedule(self, key, kind)
+        self._repeat[key] = _Repeat(job, handler, is_async, schedule)
         return schedule
 
     def perform_receive(self, job: Job, source: Any, *, sync: bool = False) -> Schedule:
@@ -609,18 +632,13 @@ class Worker:
         """
         kind = source_kind(source)
         handler, is_async = self._check_job(job)
-        self._ensure_started()
-        if is_async:
-            self._ensure_loop()
-        key = next(_keys)
-        schedule = Schedule(self, key, "receive")
+        schedule = self._add_repeat(job, handler, is_async, "receive")
         channel = source if kind == "channel" else Channel(1)
-        self._records[key] = _Run(job, handler, is_async, None, schedule, repeat=True)
         try:
-            self._core.receive(key, channel, sync, is_async)
+            self._core.receive(schedule.key, channel, sync, is_async)
         except _core.CoreError:
-            self._records.pop(key, None)
-            raise WorkerStopped(f"{self.name} is stopped") from None
+            self._repeat.pop(schedule.key, None)
+            raise self._stopped_error() from None
 
         def stopped() -> bool:
             return schedule._stop or self._stopped
@@ -632,42 +650,38 @@ class Worker:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = self._ensure_loop()
-            coro = pump_async(source, channel, stopped)
-            asyncio.run_coroutine_threadsafe(coro, loop)
+            asyncio.run_coroutine_threadsafe(pump_async(source, channel, stopped), loop)
         return schedule
 
     def _submit_call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
         # Executor.submit: a plain callable on the same permits and executor threads.
-        self._ensure_started()
+        if not self._started:
+            self.start()
         call = _Call(fn, args, kwargs)
         key = next(_keys)
-        self._records[key] = call
+        self._once[key] = call
         self._submit(key, False)
         return call.future
 
     # -- executing ----------------------------------------------------------------------------
 
     def _new_context(self, job: Job, due: float | None) -> Context:
-        prev = job.ctx._values
+        prev = job._ctx
+        values = None if prev is None or not prev._values else dict(prev._values)
         timeout = job.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = Context(self.session, deadline, dict(prev) if prev else None, due)
-        job.ctx = ctx
+        ctx = job._ctx = Context(self.session, deadline, values, due)
         return ctx
 
-    def _count(self, status: Status) -> None:
-        with self._lock:
-            self._counts[status] = self._counts.get(status, 0) + 1
-
-    def _run_job(self, job: Job, handler: Handler, due: float | None = None) -> None:
+    def _run_job(self, job: Job, handler: Handler, due: float | None = None) -> Status:
         ctx = self._new_context(job, due)
         live = self._live
         live.add(ctx)
         try:
             result = call_handler(handler, job)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 # A plain adapter around an async handler handed us a coroutine: run it on the loop.
                 fut = asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop())
                 fut.result()
@@ -677,9 +691,9 @@ class Worker:
             live.discard(ctx)
         if ctx.status == Status.UNKNOWN:
             ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
-        self._count(ctx.status)
+        return ctx.status
 
-    async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> None:
+    async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> Status:
         ctx = self._new_context(job, due)
         self._live.add(ctx)
         try:
@@ -696,7 +710,7 @@ class Worker:
             self._live.discard(ctx)
         if ctx.status == Status.UNKNOWN:
             ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
-        self._count(ctx.status)
+        return ctx.status
 
     def _sync_loop(self) -> None:
         core = self._core
@@ -706,56 +720,67 @@ class Worker:
             if batch is None:
                 return
             if batch and len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
+                # Keep one thread waiting while below the limit, so a handler that blocks never
+                # holds up the next ready execution.
                 with self._lock:
                     self._spawn_sync_thread()
             for key, item, due, ended in batch:
                 self._run_key(key, item, due, ended)
 
     def _run_key(self, key: int, item: Any, due: float, ended: bool) -> None:
-        rec = self._records.get(key)
+        rec = self._once.pop(key, None)
+        if rec is not None:
+            if type(rec) is _Call:
+                self._run_call(key, rec)
+                return
+            execution: Execution = rec  # type: ignore[assignment]
+            job = execution.job
+            status = Status.INTERNAL_ERROR
+            try:
+                status = self._run_job(job, execution._handler, due)  # type: ignore[arg-type]
+            finally:
+                self._core.done(key, status)
+            execution._finish(status, job.ctx.error)
+            if execution.schedule is not None:
+                execution.schedule._end()
+            return
+        rep = self._repeat.get(key)
+        if rep is None:
+            if not ended:  # cancelled or stopped between due and taken
+                self._core.done(key, Status.UNAVAILABLE)
+            return
         if ended:
-            self._records.pop(key, None)
-            if isinstance(rec, _Run) and rec.schedule is not None:
-                rec.schedule._end()
+            del self._repeat[key]
+            rep.schedule._end()
             return
-        if rec is None:  # cancelled between due and taken
-            self._core.done(key)
-            return
-        if isinstance(rec, _Call):
-            del self._records[key]
-            self._run_call(key, rec)
-            return
-        job = rec.job
-        if rec.repeat:
-            job = job._fork()
-            if rec.schedule is not None and rec.schedule.kind == "receive":
-                job.args["received_data"] = item
-        else:
-            self._records.pop(key, None)
+        job = self._fork(rep, item)
+        status = Status.INTERNAL_ERROR
         try:
-            self._run_job(job, rec.handler, due)
+            status = self._run_job(job, rep.handler, due)
         finally:
-            self._core.done(key)
-        self._after(rec, job)
+            self._core.done(key, status)
 
-    def _after(self, rec: _Run, job: Job) -> None:
-        if rec.execution is not None:
-            rec.execution._finish(job.ctx.status, job.ctx.error)
-        if rec.schedule is not None and not rec.repeat:
-            rec.schedule._end()
+    @staticmethod
+    def _fork(rep: _Repeat, item: Any) -> Job:
+        job = rep.job._fork()
+        if rep.schedule.kind == "receive":
+            job.args["received_data"] = item
+        return job
 
     def _run_call(self, key: int, call: _Call) -> None:
         fut = call.future
+        status = Status.SUCCESS
         try:
             if fut.set_running_or_notify_cancel():
                 try:
                     result = call.fn(*call.args, **call.kwargs)
                 except BaseException as exc:  # noqa: BLE001 - goes to the Future, as in the stdlib
+                    status = Status.INTERNAL_ERROR
                     fut.set_exception(exc)
                 else:
                     fut.set_result(result)
         finally:
-            self._core.done(key)
+            self._core.done(key, status)
 
     def _feed_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         # One wake-up of the loop per batch of ready async executions.
@@ -769,46 +794,58 @@ class Worker:
             try:
                 loop.call_soon_threadsafe(self._start_async_batch, batch)
             except RuntimeError:  # the loop is closed: these executions cannot run
-                for key, _item, _due, ended in batch:
-                    rec = self._records.pop(key, None)
-                    if not ended:
-                        self._core.done(key)
-                    if isinstance(rec, _Run) and rec.execution is not None:
-                        rec.execution._finish(
-                            Status.UNAVAILABLE, WorkerStopped("event loop closed")
-                        )
                 self.logger.error(
                     "%s: event loop closed with %d executions ready", self.name, len(batch)
                 )
+                for key, _item, _due, ended in batch:
+                    self._drop(key, ended, WorkerStopped("the worker's event loop is closed"))
+
+    def _drop(self, key: int, ended: bool, error: BaseException) -> None:
+        rec = self._once.pop(key, None)
+        if isinstance(rec, Execution):
+            rec._finish(Status.UNAVAILABLE, error)
+        rep = self._repeat.pop(key, None) if ended else None
+        if rep is not None:
+            rep.schedule._end()
+        if not ended:
+            self._core.done(key, Status.UNAVAILABLE)
 
     def _start_async_batch(self, batch: list[tuple[int, Any, float, bool]]) -> None:
         for key, item, due, ended in batch:
-            rec = self._records.get(key)
-            if ended:
-                self._records.pop(key, None)
-                if isinstance(rec, _Run) and rec.schedule is not None:
-                    rec.schedule._end()
-                continue
-            if not isinstance(rec, _Run):
-                self._core.done(key)
-                continue
-            job = rec.job
-            if rec.repeat:
-                job = job._fork()
-                if rec.schedule is not None and rec.schedule.kind == "receive":
-                    job.args["received_data"] = item
+            rec = self._once.pop(key, None)
+            if isinstance(rec, Execution):
+                coro = self._run_async_once(key, rec, due)
             else:
-                self._records.pop(key, None)
-            task = asyncio.ensure_future(self._run_async_key(key, rec, job, due))
+                rep = self._repeat.get(key)
+                if rep is None:
+                    if not ended:
+                        self._core.done(key, Status.UNAVAILABLE)
+                    continue
+                if ended:
+                    del self._repeat[key]
+                    rep.schedule._end()
+                    continue
+                coro = self._run_async_repeat(key, rep, self._fork(rep, item), due)
+            task = asyncio.ensure_future(coro)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_async_key(self, key: int, rec: _Run, job: Job, due: float) -> None:
+    async def _run_async_once(self, key: int, execution: Execution, due: float) -> None:
+        status = Status.INTERNAL_ERROR
         try:
-            await self._run_async(job, rec.handler, due)
+            status = await self._run_async(execution.job, execution._handler, due)  # type: ignore[arg-type]
         finally:
-            self._core.done(key)
-        self._after(rec, job)
+            self._core.done(key, status)
+        execution._finish(status, execution.job.ctx.error)
+        if execution.schedule is not None:
+            execution.schedule._end()
+
+    async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
+        status = Status.INTERNAL_ERROR
+        try:
+            status = await self._run_async(job, rep.handler, due)
+        finally:
+            self._core.done(key, status)
 
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:

@@ -56,6 +56,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Figures {
+    by_status: std::collections::BTreeMap<i32, u64>,
     submitted: u64,
     completed: u64,
     ticks: u64,
@@ -243,9 +244,10 @@ impl Inner {
         }
     }
 
-    fn complete(&self, st: &mut State, key: u64) {
+    fn complete(&self, st: &mut State, key: u64, status: i32) {
         st.in_flight = st.in_flight.saturating_sub(1);
         st.figures.completed += 1;
+        *st.figures.by_status.entry(status).or_insert(0) += 1;
         if let Some(entry) = st.entries.get_mut(&key) {
             entry.outstanding = entry.outstanding.saturating_sub(1);
             if let Source::Receive { wake, .. } = &entry.source {
@@ -455,13 +457,25 @@ impl Dispatcher {
             let n = st.ready[lane].len().min(max_n);
             st.ready[lane].drain(..n).collect()
         };
-        let mut batch = drain(&mut self.inner.state.lock());
-        let mut closed = false;
-        if batch.is_empty() {
+        let until = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        // Ready executions are popped only while this thread holds the GIL: an execution handed
+        // to a thread still waiting for the GIL would sit there while another thread could run it.
+        let batch = loop {
+            {
+                let mut st = self.inner.state.lock();
+                let batch = drain(&mut st);
+                if !batch.is_empty() {
+                    break batch;
+                }
+                if st.closed {
+                    return Ok(None);
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(Some(PyList::empty(py)));
+            }
             let inner = self.inner.clone();
-            let wait = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-            (batch, closed) = py.detach(move || {
-                let until = Instant::now() + wait;
+            py.detach(move || {
                 let mut st = inner.state.lock();
                 st.waiting[lane] += 1;
                 while st.ready[lane].is_empty() && !st.closed {
@@ -470,14 +484,8 @@ impl Dispatcher {
                     }
                 }
                 st.waiting[lane] -= 1;
-                let batch = drain(&mut st);
-                let closed = st.closed && batch.is_empty();
-                (batch, closed)
             });
-        }
-        if closed {
-            return Ok(None);
-        }
+        };
         let items = batch.into_iter().map(|r| {
             let payload = match r.payload {
                 Some(p) => p.into_bound(py),
@@ -503,20 +511,21 @@ impl Dispatcher {
         Ok(Some(list))
     }
 
-    /// Executions finished: free their permits and let their sources go on.
-    fn done(&self, key: u64) {
+    /// An execution finished with `status`: free its permit and let its source go on.
+    #[pyo3(signature = (key, status=-1))]
+    fn done(&self, key: u64, status: i32) {
         let mut st = self.inner.state.lock();
-        self.inner.complete(&mut st, key);
+        self.inner.complete(&mut st, key, status);
         self.inner.admit(&mut st);
         if st.in_flight == 0 {
             self.inner.idle.notify_all();
         }
     }
 
-    fn done_many(&self, keys: Vec<u64>) {
+    fn done_many(&self, done: Vec<(u64, i32)>) {
         let mut st = self.inner.state.lock();
-        for key in keys {
-            self.inner.complete(&mut st, key);
+        for (key, status) in done {
+            self.inner.complete(&mut st, key, status);
         }
         self.inner.admit(&mut st);
         if st.in_flight == 0 {
@@ -621,6 +630,7 @@ impl Dispatcher {
         d.set_item("interval_skipped_total", f.skipped_ticks)?;
         d.set_item("interval_lateness_seconds_sum", ns_to_secs(f.lateness_sum))?;
         d.set_item("interval_lateness_seconds_max", ns_to_secs(f.lateness_max))?;
+        d.set_item("by_status", f.by_status.clone().into_pyobject(py)?)?;
         Ok(d)
     }
 }

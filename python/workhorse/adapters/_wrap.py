@@ -49,7 +49,7 @@ def around(
 
 
 def final_status(job: Job, raised: BaseException | None) -> Status:
-    """The status the execution ends with, also when an adapter inside raised (the worker's rule)."""
+    """The final status, also when an adapter inside raised (as the worker will record it)."""
     status = job.ctx.status
     if raised is None:
         return status

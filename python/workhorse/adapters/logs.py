@@ -58,7 +58,8 @@ class JobLogger:
             message = str(msg) % args if args else str(msg)
         except (TypeError, ValueError):  # a bad format string must not fail the handler
             message = f"{msg} {args!r}"
-        self.lines.append({"level": logging.getLevelName(level), "message": _text(message, exc_info)})
+        message = _text(message, exc_info)
+        self.lines.append({"level": logging.getLevelName(level), "message": message})
 
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
         self.log(logging.DEBUG, msg, *args, **kwargs)

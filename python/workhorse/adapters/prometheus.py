@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import weakref
@@ -15,7 +16,7 @@ from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import CollectorRegistry, Counter
     from prometheus_client.metrics_core import Metric
 
 __all__ = ["CoreCollector", "prometheus", "register_core_collector"]
@@ -24,6 +25,7 @@ logger = logging.getLogger("workhorse")
 _T = TypeVar("_T")
 
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_PREFIX = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _SIZE_BUCKETS = tuple(float(64 * 4**i) for i in range(12))  # 64 B .. 256 MiB
 
 # Metric objects per registry and (namespace, subsystem): a second adapter on the same registry
@@ -41,12 +43,22 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     try:
         import prometheus_client
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("prometheus needs prometheus-client: pip install workhorse[prometheus]") from exc
+        hint = "prometheus metrics need prometheus-client: pip install workhorse[prometheus]"
+        raise ImportError(hint) from exc
     return prometheus_client.REGISTRY if registry is None else registry
 
 
 def _name(*parts: str) -> str:
     return "_".join(part for part in parts if part)
+
+
+def _check_prefix(what: str, value: str) -> str:
+    # prometheus_client accepts UTF-8 names now; classic names keep every query simple.
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if value and not _PREFIX.fullmatch(value):
+        raise ValueError(f"{what} must match [a-zA-Z_][a-zA-Z0-9_]*, got {value!r}")
+    return value
 
 
 class _Series:
@@ -55,41 +67,49 @@ class _Series:
     def __init__(self, registry: CollectorRegistry, namespace: str, subsystem: str) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        def where(name: str) -> dict[str, str]:
-            return {"name": name, "namespace": namespace, "subsystem": subsystem}
-
+        ns, sub = namespace, subsystem
         self.requests = Counter(
-            documentation="Executions by final status code.",
-            labelnames=["code", "handler"],
+            "requests_total",
+            "Executions by final status code.",
+            ["code", "handler"],
+            namespace=ns,
+            subsystem=sub,
             registry=registry,
-            **where("requests_total"),
         )
         self.duration = Histogram(
-            documentation="Execution latency in seconds.",
-            labelnames=["handler"],
+            "request_duration_seconds",
+            "Execution latency in seconds.",
+            ["handler"],
+            namespace=ns,
+            subsystem=sub,
             registry=registry,
             buckets=_DURATION_BUCKETS,
-            **where("request_duration_seconds"),
         )
         self.request_size = Histogram(
-            documentation="Request sizes the handlers reported, in bytes.",
-            labelnames=["handler"],
+            "request_size_bytes",
+            "Request sizes the handlers reported, in bytes.",
+            ["handler"],
+            namespace=ns,
+            subsystem=sub,
             registry=registry,
             buckets=_SIZE_BUCKETS,
-            **where("request_size_bytes"),
         )
         self.response_size = Histogram(
-            documentation="Response sizes the handlers reported, in bytes.",
-            labelnames=["handler"],
+            "response_size_bytes",
+            "Response sizes the handlers reported, in bytes.",
+            ["handler"],
+            namespace=ns,
+            subsystem=sub,
             registry=registry,
             buckets=_SIZE_BUCKETS,
-            **where("response_size_bytes"),
         )
         self.in_flight = Gauge(
-            documentation="Executions running now.",
-            labelnames=["handler"],
+            "in_flight",
+            "Executions running now.",
+            ["handler"],
+            namespace=ns,
+            subsystem=sub,
             registry=registry,
-            **where("in_flight"),
         )
         self._handlers: dict[str, _HandlerSeries] = {}
 
@@ -129,9 +149,10 @@ class _HandlerSeries:
     def finish(self, job: Job, started: float, raised: BaseException | None) -> None:
         self.duration.observe(time.perf_counter() - started)
         self.in_flight.dec()
-        code = int(final_status(job, raised))
-        counter = self.codes.get(code)
+        status = job.ctx.status if raised is None else final_status(job, raised)
+        counter = self.codes.get(status)  # Status hashes as its int: no conversion per job
         if counter is None:
+            code = int(status)
             counter = self.codes.setdefault(code, self._requests.labels(str(code), self._name))
         counter.inc()
         ctx = job.ctx
@@ -150,10 +171,12 @@ def prometheus(
     subsystem: str = "",
     ignore: Iterable[str] = (),
 ) -> Adapter:
-    """Adapter recording requests_total, request_duration_seconds, sizes and in_flight per handler."""
+    """Adapter recording requests_total, request_duration_seconds, sizes and in_flight."""
     if isinstance(ignore, str):
         raise TypeError("ignore must be a collection of handler names, not a str")
     ignored = frozenset(ignore)
+    _check_prefix("namespace", namespace)
+    _check_prefix("subsystem", subsystem)
     registry = _registry(registry)
     with _lock:
         by_name = _series.setdefault(registry, {})
@@ -218,7 +241,7 @@ WorkerFigures = Callable[[], Iterable[tuple[str, dict[str, float]]]]
 JobFigures = Callable[[], Iterable[tuple[str, int]]]
 
 
-def live_worker_figures() -> Iterator[tuple[str, dict[str, float]]]:
+def _live_worker_figures() -> Iterator[tuple[str, dict[str, float]]]:
     """(name, figures) of every live Worker in this process."""
     from workhorse.worker import live_workers
 
@@ -230,7 +253,7 @@ def live_worker_figures() -> Iterator[tuple[str, dict[str, float]]]:
         yield worker.name, figures
 
 
-def live_concurrent_job_figures() -> Iterator[tuple[str, int]]:
+def _live_concurrent_job_figures() -> Iterator[tuple[str, int]]:
     """(name, running_workers) of every live ConcurrentJob in this process."""
     from workhorse.concurrent import live_concurrent_jobs
 
@@ -250,7 +273,7 @@ class CoreCollector:
     ) -> None:
         self._sources = sources
         self._jobs = jobs
-        self._ns = namespace
+        self._ns = _check_prefix("namespace", namespace)
         self._warned = False
 
     def describe(self) -> Iterable[Metric]:
@@ -275,7 +298,9 @@ class CoreCollector:
                 logger.warning("reading the core's figures failed", exc_info=True)
             return []
 
-    def _families(self, workers: dict[str, dict[str, float]], jobs: dict[str, float]) -> list[Metric]:
+    def _families(
+        self, workers: dict[str, dict[str, float]], jobs: dict[str, float]
+    ) -> list[Metric]:
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -305,7 +330,7 @@ class CoreCollector:
                 if "interval_lateness_seconds_sum" in figures:
                     lateness.add_metric(
                         [worker],
-                        figures["interval_ticks_total"],
+                        int(figures["interval_ticks_total"]),
                         figures["interval_lateness_seconds_sum"],
                     )
         running = GaugeMetricFamily(
@@ -342,7 +367,7 @@ def register_core_collector(
         collector = by_ns.get(namespace)
         if collector is None:
             collector = CoreCollector(
-                live_worker_figures, jobs=live_concurrent_job_figures, namespace=namespace
+                _live_worker_figures, jobs=_live_concurrent_job_figures, namespace=namespace
             )
             registry.register(collector)
             by_ns[namespace] = collector

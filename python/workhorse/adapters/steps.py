@@ -7,7 +7,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from workhorse.adapters._wrap import around
-from workhorse.adapters.prometheus import _registry
+from workhorse.adapters.prometheus import _check_prefix, _registry
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler
 
@@ -50,9 +50,11 @@ def _metrics(registry: CollectorRegistry, namespace: str) -> tuple[Histogram, Ga
         return by_ns[namespace]
 
 
-def step_timings(*, registry: CollectorRegistry | None = None, namespace: str = "workhorse") -> Adapter:
+def step_timings(
+    *, registry: CollectorRegistry | None = None, namespace: str = "workhorse"
+) -> Adapter:
     """Adapter observing each (step, seconds) of job.trace into <ns>_job_step_duration_seconds."""
-    steps, in_flight = _metrics(_registry(registry), namespace)
+    steps, in_flight = _metrics(_registry(registry), _check_prefix("namespace", namespace))
 
     def before(job: Job) -> None:
         in_flight.inc()
