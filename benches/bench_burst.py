@@ -107,7 +107,7 @@ def main() -> None:
     print(f"  ratio Executor.submit / TPE.submit           {submit / tpe:6.2f}x (goal >= 3)")
     key = "workhorse perform + prometheus + request_id"
     if key in rows:
-        print(f"  ratio with prometheus+request_id / asyncio   {rows[key] / base:6.2f}x (goal >= 2)")
+        print(f"  ratio with prometheus+request_id / asyncio {rows[key] / base:6.2f}x (goal >= 2)")
 
 
 if __name__ == "__main__":

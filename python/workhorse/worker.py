@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from workhorse import _core
+from workhorse._future import LazyFuture
 from workhorse.errors import UnknownHandler, WorkerStopped
 from workhorse.job import Context, Job, Session
 from workhorse.middleware import (
@@ -259,7 +260,7 @@ class _Call:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.future: Future[Any] = Future()
+        self.future: Future[Any] = LazyFuture()
 
 
 def _to_seconds(value: float | _dt.timedelta, name: str) -> float:

@@ -1,0 +1,93 @@
+"""A concurrent.futures.Future that builds its Condition only when a thread waits on it.
+
+The stdlib Future creates a threading.Condition (a lock, a deque and bound methods, all tracked by
+the garbage collector) for every call; in a burst of short calls that costs more than running them.
+Until someone waits, state changes are guarded by one module-wide lock instead; once the Condition
+exists every method takes the stdlib's path, so waiters, callbacks, `wait` and `as_completed` keep
+their exact semantics.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    InvalidStateError,
+)
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+_LAZY = threading.Lock()
+
+
+class LazyFuture(Future[_T]):
+    def __init__(self) -> None:  # noqa: D107 - deliberately skips Future.__init__
+        self._cond: threading.Condition | None = None
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
+
+    @property  # read-only on purpose: created on first use
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with _LAZY:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with _LAZY:
+            if self._cond is None:
+                if self._state == CANCELLED:
+                    self._state = CANCELLED_AND_NOTIFIED
+                    return False
+                if self._state == PENDING:
+                    self._state = RUNNING
+                    return True
+        return super().set_running_or_notify_cancel()
+
+    def set_result(self, result: _T) -> None:
+        with _LAZY:
+            fast = self._cond is None
+            if fast:
+                if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                    raise InvalidStateError(f"{self._state}: {self!r}")
+                self._result = result
+                self._state = FINISHED
+        if fast:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
+        else:
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with _LAZY:
+            fast = self._cond is None
+            if fast:
+                if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                    raise InvalidStateError(f"{self._state}: {self!r}")
+                self._exception = exception
+                self._state = FINISHED
+        if fast:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
+        else:
+            super().set_exception(exception)
+
+    def done(self) -> bool:
+        if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+            return True
+        return super().done()
+
+    def result(self, timeout: float | None = None) -> _T:
+        # FINISHED is final: no lock is needed to read a finished result.
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # type: ignore[no-any-return]
+        return super().result(timeout)
