@@ -7,8 +7,9 @@ import re
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from workhorse.adapters._wrap import final_status
 from workhorse.adapters.keys import REQUEST_SIZE, RESPONSE_SIZE
@@ -16,7 +17,7 @@ from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
 __all__ = ["CoreCollector", "prometheus", "register_core_collector"]
@@ -61,107 +62,141 @@ def _check_prefix(what: str, value: str) -> str:
     return value
 
 
-class _Series:
-    """The metric objects of one (registry, namespace, subsystem)."""
+class _Shard:
+    """One handler's figures as recorded by one thread: plain ints and floats, no locks."""
 
-    def __init__(self, registry: CollectorRegistry, namespace: str, subsystem: str) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+    __slots__ = ("codes", "duration", "duration_sum", "in_flight", "sizes")
 
-        ns, sub = namespace, subsystem
-        self.requests = Counter(
-            "requests_total",
-            "Executions by final status code.",
-            ["code", "handler"],
-            namespace=ns,
-            subsystem=sub,
-            registry=registry,
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.duration = [0] * (len(_DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.in_flight = 0
+        # request, response: (bucket counts, sum)
+        self.sizes: tuple[list[float], list[float]] = (
+            [0] * (len(_SIZE_BUCKETS) + 2),
+            [0] * (len(_SIZE_BUCKETS) + 2),
         )
-        self.duration = Histogram(
-            "request_duration_seconds",
-            "Execution latency in seconds.",
-            ["handler"],
-            namespace=ns,
-            subsystem=sub,
-            registry=registry,
-            buckets=_DURATION_BUCKETS,
-        )
-        self.request_size = Histogram(
-            "request_size_bytes",
-            "Request sizes the handlers reported, in bytes.",
-            ["handler"],
-            namespace=ns,
-            subsystem=sub,
-            registry=registry,
-            buckets=_SIZE_BUCKETS,
-        )
-        self.response_size = Histogram(
-            "response_size_bytes",
-            "Response sizes the handlers reported, in bytes.",
-            ["handler"],
-            namespace=ns,
-            subsystem=sub,
-            registry=registry,
-            buckets=_SIZE_BUCKETS,
-        )
-        self.in_flight = Gauge(
-            "in_flight",
-            "Executions running now.",
-            ["handler"],
-            namespace=ns,
-            subsystem=sub,
-            registry=registry,
-        )
-        self._handlers: dict[str, _HandlerSeries] = {}
-
-    def of(self, handler: str) -> _HandlerSeries:
-        """The labelled children of one handler name, created once."""
-        children = self._handlers.get(handler)
-        if children is None:
-            with _lock:
-                children = self._handlers.get(handler)
-                if children is None:
-                    children = self._handlers[handler] = _HandlerSeries(self, handler)
-        return children
-
-
-class _HandlerSeries:
-    """Children of every series for one handler, so a job pays no .labels() lookup."""
-
-    __slots__ = (
-        "_requests",
-        "_name",
-        "codes",
-        "duration",
-        "request_size",
-        "response_size",
-        "in_flight",
-    )
-
-    def __init__(self, series: _Series, handler: str) -> None:
-        self._requests = series.requests
-        self._name = handler
-        self.codes: dict[int, Counter] = {}
-        self.duration = series.duration.labels(handler)
-        self.request_size = series.request_size.labels(handler)
-        self.response_size = series.response_size.labels(handler)
-        self.in_flight = series.in_flight.labels(handler)
 
     def finish(self, job: Job, started: float, raised: BaseException | None) -> None:
-        self.duration.observe(time.perf_counter() - started)
-        self.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        self.duration[bisect_left(_DURATION_BUCKETS, elapsed)] += 1
+        self.duration_sum += elapsed
+        self.in_flight -= 1
         status = job.ctx.status if raised is None else final_status(job, raised)
-        counter = self.codes.get(status)  # Status hashes as its int: no conversion per job
-        if counter is None:
-            code = int(status)
-            counter = self.codes.setdefault(code, self._requests.labels(str(code), self._name))
-        counter.inc()
-        ctx = job.ctx
-        size = ctx.get(REQUEST_SIZE)
-        if isinstance(size, (int, float)) and not isinstance(size, bool):
-            self.request_size.observe(size)
-        size = ctx.get(RESPONSE_SIZE)
-        if isinstance(size, (int, float)) and not isinstance(size, bool):
-            self.response_size.observe(size)
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+        values = job.ctx._values
+        if values:
+            for key, sizes in ((REQUEST_SIZE, self.sizes[0]), (RESPONSE_SIZE, self.sizes[1])):
+                size = values.get(key)
+                if isinstance(size, (int, float)) and not isinstance(size, bool):
+                    sizes[bisect_left(_SIZE_BUCKETS, size)] += 1
+                    sizes[-1] += size
+
+
+class _Series:
+    """go-work's series for one (registry, namespace, subsystem).
+
+    Each thread records into its own shards with plain arithmetic; the registry merges the shards
+    when it is scraped. prometheus_client's metric objects take a lock per update, which would
+    cost more than a short job itself; a shard is written by one thread only, so it needs none.
+    """
+
+    def __init__(self, registry: CollectorRegistry, namespace: str, subsystem: str) -> None:
+        self.prefix = "_".join(p for p in (namespace, subsystem) if p)
+        self._local = threading.local()
+        self._shards: list[dict[str, _Shard]] = []
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def of(self, handler: str) -> _Shard:
+        """This thread's shard for one handler name."""
+        try:
+            shards: dict[str, _Shard] = self._local.shards
+        except AttributeError:
+            shards = self._local.shards = {}
+            with self._lock:
+                self._shards.append(shards)
+        shard = shards.get(handler)
+        if shard is None:
+            shard = shards[handler] = _Shard()
+        return shard
+
+    def describe(self) -> list[Metric]:
+        return self._families({})
+
+    def collect(self) -> list[Metric]:
+        merged: dict[str, _Shard] = {}
+        with self._lock:
+            shards = [dict(s) for s in self._shards]
+        for by_handler in shards:
+            for handler, shard in by_handler.items():
+                total = merged.get(handler)
+                if total is None:
+                    total = merged[handler] = _Shard()
+                for code, n in list(shard.codes.items()):
+                    total.codes[code] = total.codes.get(code, 0) + n
+                pairs = zip(total.duration, shard.duration, strict=True)
+                total.duration = [a + b for a, b in pairs]
+                total.duration_sum += shard.duration_sum
+                total.in_flight += shard.in_flight
+                for mine, theirs in zip(total.sizes, shard.sizes, strict=True):
+                    mine[:] = [a + b for a, b in zip(mine, theirs, strict=True)]
+        return self._families(merged)
+
+    def _families(self, merged: dict[str, _Shard]) -> list[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        def name(suffix: str) -> str:
+            return f"{self.prefix}_{suffix}" if self.prefix else suffix
+
+        requests = CounterMetricFamily(
+            name("requests"), "Executions by final status code.", labels=["code", "handler"]
+        )
+        duration = HistogramMetricFamily(
+            name("request_duration_seconds"), "Execution latency in seconds.", labels=["handler"]
+        )
+        request_size = HistogramMetricFamily(
+            name("request_size_bytes"),
+            "Request sizes the handlers reported, in bytes.",
+            labels=["handler"],
+        )
+        response_size = HistogramMetricFamily(
+            name("response_size_bytes"),
+            "Response sizes the handlers reported, in bytes.",
+            labels=["handler"],
+        )
+        in_flight = GaugeMetricFamily(
+            name("in_flight"), "Executions running now.", labels=["handler"]
+        )
+        for handler, shard in sorted(merged.items()):
+            for code, n in sorted(shard.codes.items()):
+                requests.add_metric([str(int(code)), handler], n)
+            duration.add_metric(
+                [handler], _cumulative(_DURATION_BUCKETS, shard.duration), shard.duration_sum
+            )
+            for family, sizes in ((request_size, shard.sizes[0]), (response_size, shard.sizes[1])):
+                family.add_metric([handler], _cumulative(_SIZE_BUCKETS, sizes[:-1]), sizes[-1])
+            in_flight.add_metric([handler], shard.in_flight)
+        return [requests, duration, request_size, response_size, in_flight]
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[Any]) -> list[tuple[str, float]]:
+    from prometheus_client.utils import floatToGoString
+
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound, count in zip(bounds, counts[: len(bounds)], strict=True):
+        running += count
+        buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+    running += counts[len(bounds)]
+    buckets.append(("+Inf", running))
+    return buckets
 
 
 def prometheus(
@@ -193,7 +228,7 @@ def prometheus(
                 if job.handler in ignored:
                     return await async_handler(job)
                 children = series.of(job.handler)
-                children.in_flight.inc()
+                children.in_flight += 1
                 started = time.perf_counter()
                 try:
                     result = await async_handler(job)
@@ -209,7 +244,7 @@ def prometheus(
             if job.handler in ignored:
                 return handler(job)
             children = series.of(job.handler)
-            children.in_flight.inc()
+            children.in_flight += 1
             started = time.perf_counter()
             try:
                 result = handler(job)
