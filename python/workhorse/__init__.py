@@ -15,7 +15,14 @@ with worker:
 from __future__ import annotations
 
 from workhorse.concurrent import ConcurrentJob, PerformWith
-from workhorse.errors import ArgError, ChannelClosed, CoreError, UnknownHandler, WorkerStopped
+from workhorse.errors import (
+    ArgError,
+    ChannelClosed,
+    CoreError,
+    InvalidHandler,
+    UnknownHandler,
+    WorkerStopped,
+)
 from workhorse.executor import Executor
 from workhorse.job import Context, Job, Session, Trace
 from workhorse.middleware import Adapter, Handler, adapt, run_safely
@@ -44,6 +51,7 @@ __all__ = [
     "Execution",
     "Executor",
     "Handler",
+    "InvalidHandler",
     "Job",
     "PerformWith",
     "Schedule",

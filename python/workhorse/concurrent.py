@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from workhorse import _core
+from workhorse.errors import InvalidHandler, UnknownHandler
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler
 from workhorse.sources import Channel, pump_thread, source_kind
@@ -111,7 +112,9 @@ class ConcurrentJob:
         if not isinstance(name, str) or not name:
             raise TypeError(f"handler name must be a non-empty str, got {name!r}")
         if not callable(handler):
-            raise TypeError(f"handler for {name!r} must be callable, got {type(handler).__name__}")
+            raise InvalidHandler(
+                f"handler for {name!r} must be callable, got {type(handler).__name__}"
+            )
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = handler
@@ -128,7 +131,7 @@ class ConcurrentJob:
         if self._ramp is not None:
             return self
         if self.job.handler not in self._handlers and self._factory is None:
-            raise KeyError(f"no handler registered for {self.job.handler!r}")
+            raise UnknownHandler(f"no handler registered for {self.job.handler!r}")
         if self.perform_with in (PerformWith.RECEIVE_SYNC, PerformWith.RECEIVE_ASYNC):
             # Every worker receives from one channel; other sources are pumped into it once, so
             # that workers compete for items instead of each iterating the source.

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from workhorse._core import ChannelClosed, CoreError
 
-__all__ = ["ArgError", "ChannelClosed", "CoreError", "UnknownHandler", "WorkerStopped"]
+__all__ = [
+    "ArgError",
+    "ChannelClosed",
+    "CoreError",
+    "InvalidHandler",
+    "UnknownHandler",
+    "WorkerStopped",
+]
 
 
 class ArgError(ValueError):
     """A job argument is missing or has the wrong type; the execution ends with BAD_REQUEST."""
+
+
+class InvalidHandler(TypeError, ValueError):
+    """A handler that is not callable: a TypeError, and the ValueError DESIGN.md promises."""
 
 
 class UnknownHandler(KeyError):

@@ -61,6 +61,7 @@ class Context:
         "scheduled_at",
         "_cancelled",
         "_waiters",
+        "_executing",
         "session",
     )
 
@@ -79,6 +80,7 @@ class Context:
         self.deadline = deadline
         self._cancelled = False
         self._waiters = 0
+        self._executing = False  # set by the worker on the context of a running execution
         self.session = session if session is not None else _DEFAULT_SESSION
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -167,7 +169,7 @@ def _check_timeout(timeout: float | None) -> float | None:
 class Job:
     """A unit of work: a handler name, its arguments, and a fresh Context on every execution."""
 
-    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_trace")
+    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_seed", "_trace")
 
     def __init__(
         self,
@@ -189,6 +191,7 @@ class Job:
         self.timeout = _check_timeout(timeout)
         self._id: str | None = None
         self._ctx: Context | None = None
+        self._seed: dict[str, Any] | None = None  # ctx values set before the first execution
         self._trace: Trace | None = None
 
     @property
@@ -232,7 +235,9 @@ class Job:
         new.timeout = self.timeout
         new._id = None
         prev = self._ctx
-        new._ctx = None if prev is None else Context(values=prev.values() or None)
+        seed = self._seed if prev is None or prev._executing else prev._values
+        new._ctx = None
+        new._seed = dict(seed) if seed else None
         new._trace = None
         return new
 

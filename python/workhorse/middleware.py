@@ -67,20 +67,34 @@ def is_async_handler(handler: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def record_error(job: Job, exc: BaseException) -> None:
+def record_error(job: Job, exc: BaseException, log: logging.Logger = logger) -> None:
+    """Keep what the handler raised on its context, set the status it implies, log it."""
     ctx = job.ctx
     ctx.error = exc
     if isinstance(exc, ArgError):
         ctx.status = Status.BAD_REQUEST
     elif ctx.status < 400:
         ctx.status = Status.INTERNAL_ERROR
-    logger.error(
+    log.error(
         "handler %r raised %s: %s",
         job.handler,
         type(exc).__name__,
         exc,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
+
+
+class _HandlerExit(Exception):
+    """Carries a SystemExit/KeyboardInterrupt out of a handler's task without stopping the loop."""
+
+
+async def _contained(awaitable: Awaitable[object]) -> object:
+    # asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop when a task raises
+    # them; inside the task they become an ordinary error of this one execution.
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _HandlerExit() from exc
 
 
 def _finish(job: Job) -> None:
@@ -94,7 +108,7 @@ def _finish(job: Job) -> None:
         ctx.status = Status.SUCCESS
 
 
-def apply_status_rules(handler: Handler) -> Handler:
+def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handler:
     """Wrap the bare handler so every adapter around it sees the final status on the way out."""
     if is_async_handler(handler):
         async_handler: Callable[[Job], Awaitable[object]] = handler  # type: ignore[assignment]
@@ -104,18 +118,22 @@ def apply_status_rules(handler: Handler) -> Handler:
             result: object = None
             try:
                 if ctx.deadline is None:
-                    result = await async_handler(job)
+                    result = await _contained(async_handler(job))
                 else:
-                    remaining = ctx.deadline - time.monotonic()
-                    result = await asyncio.wait_for(async_handler(job), max(remaining, 0.0))
+                    remaining = max(ctx.deadline - time.monotonic(), 0.0)
+                    result = await asyncio.wait_for(_contained(async_handler(job)), remaining)
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                     ctx.status = Status.TIMEOUT
                     ctx.cancel()
                 else:
-                    record_error(job, exc)
-            except Exception as exc:  # noqa: BLE001 - a handler error never kills the worker
-                record_error(job, exc)
+                    record_error(job, exc, log)
+            except _HandlerExit as exc:
+                record_error(job, exc.__cause__ or exc, log)
+            except asyncio.CancelledError:
+                raise  # the worker is stopping this execution
+            except BaseException as exc:  # noqa: BLE001 - a handler error never kills the worker
+                record_error(job, exc, log)
             _finish(job)
             return result
 
@@ -125,18 +143,18 @@ def apply_status_rules(handler: Handler) -> Handler:
         result: object = None
         try:
             result = handler(job)
-        except Exception as exc:  # noqa: BLE001 - a handler error never kills the worker
-            record_error(job, exc)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not kill a thread
+            record_error(job, exc, log)
         _finish(job)
         return result
 
     return ruled
 
 
-def call_handler(handler: Handler, job: Job) -> Any:
+def call_handler(handler: Handler, job: Job, log: logging.Logger = logger) -> Any:
     """Call a (sync) adapted handler; adapters that raise are recorded like handler errors."""
     try:
         return handler(job)
-    except Exception as exc:  # noqa: BLE001
-        record_error(job, exc)
+    except BaseException as exc:  # noqa: BLE001
+        record_error(job, exc, log)
         return None

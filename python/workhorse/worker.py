@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from workhorse import _core
 from workhorse._future import LazyFuture
-from workhorse.errors import UnknownHandler, WorkerStopped
+from workhorse.errors import InvalidHandler, UnknownHandler, WorkerStopped
 from workhorse.job import Context, Job, Session
 from workhorse.middleware import (
     Adapter,
@@ -199,6 +199,9 @@ class Schedule:
         cancelled = self._worker._core.cancel(self.key)
         if self.kind in ("at", "in") and cancelled:
             self._worker._once.pop(self.key, None)
+            if self.execution is not None:
+                # It will never run: resolve it so nobody waits forever.
+                self.execution._finish(Status.NO_RESPONSE, None)
             self._end()
         return cancelled
 
@@ -310,7 +313,7 @@ class Worker:
         self._repeat: dict[int, _Repeat] = {}
         self._live: set[Context] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sync_counts: dict[int, int] = {}
+        self._pumps: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -327,7 +330,9 @@ class Worker:
         if not isinstance(name, str) or not name:
             raise TypeError(f"handler name must be a non-empty str, got {name!r}")
         if not callable(handler):
-            raise TypeError(f"handler for {name!r} must be callable, got {type(handler).__name__}")
+            raise InvalidHandler(
+                f"handler for {name!r} must be callable, got {type(handler).__name__}"
+            )
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = handler
@@ -356,7 +361,7 @@ class Worker:
             if handler is None:
                 raise UnknownHandler(f"no handler registered for {name!r}")
             is_async = is_async_handler(handler)
-            chain = (adapt(apply_status_rules(handler), *self._adapters), is_async)
+            chain = (adapt(apply_status_rules(handler, self.logger), *self._adapters), is_async)
             self._chains[name] = chain
         return chain
 
@@ -451,16 +456,42 @@ class Worker:
             self.logger.warning(
                 "%s stop timed out with %d running", self.name, self._core.in_flight
             )
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                for task in list(self._tasks):
-                    loop.call_soon_threadsafe(task.cancel)
-        if self._loop_thread is not None and self._loop is not None:
-            loop = self._loop
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if self._loop_thread is not None:
+            # Our own loop: end its source pumps (and, after a timeout, the handlers still
+            # running) while it still runs, then stop it.
+            try:
+                asyncio.run_coroutine_threadsafe(self._cancel_tasks(not idle), loop).result(2.0)
+            except Exception:  # noqa: BLE001 - stopping goes on whatever a task did
+                self.logger.warning("%s: tasks did not end within 2 s of stop", self.name)
             loop.call_soon_threadsafe(loop.stop)
             self._loop_thread.join(timeout=1.0)
             if not loop.is_running():
                 loop.close()
+        elif not idle or self._pumps:
+            # The caller's loop, stopped from another thread: cancel without waiting on it.
+            for task in list(self._pumps) + (list(self._tasks) if not idle else []):
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def _cancel_tasks(self, handlers: bool) -> None:
+        tasks = [t for t in self._pumps if not t.done()]
+        if handlers:
+            tasks += [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    async def _pump(self, coro: Awaitable[None]) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._pumps.add(task)
+        try:
+            await coro
+        finally:
+            self._pumps.discard(task)
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -476,6 +507,8 @@ class Worker:
             return
         loop = asyncio.get_running_loop()
         idle = await loop.run_in_executor(None, self._core.wait_idle, None)
+        if self._loop is loop:
+            await self._cancel_tasks(not idle)
         self._finish_stop(idle)
 
     @property
@@ -487,9 +520,6 @@ class Worker:
         """Counts by status, in-flight and scheduled figures."""
         figures = self._core.figures()
         by_status: dict[int, int] = dict(figures["by_status"])
-        with self._lock:
-            for status, n in self._sync_counts.items():
-                by_status[status] = by_status.get(status, 0) + n
         return {
             "by_status": by_status,
             "completed": sum(by_status.values()),
@@ -540,8 +570,23 @@ class Worker:
                 self._spawn_sync_thread()
 
     def _perform_sync(self, job: Job, handler: Handler, is_async: bool) -> Status:
-        if self._stopped:
-            raise self._stopped_error()
+        # Runs in the caller's thread, as go-work's sync perform; the core counts it in flight so
+        # `running`, `stop()` and the permits of other executions see it.
+        try:
+            self._core.begin_inline()
+        except _core.CoreError:
+            raise self._stopped_error() from None
+        status = Status.INTERNAL_ERROR
+        try:
+            status = self._perform_inline(job, handler, is_async)
+        finally:
+            self._core.done(0, status)
+        ctx = job.ctx
+        if ctx.error is not None and status.is_error:
+            raise ctx.error
+        return status
+
+    def _perform_inline(self, job: Job, handler: Handler, is_async: bool) -> Status:
         if is_async:
             loop = self._ensure_loop()
             try:
@@ -556,11 +601,6 @@ class Worker:
             status = asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
         else:
             status = self._run_job(job, handler)
-        with self._lock:
-            self._sync_counts[status] = self._sync_counts.get(status, 0) + 1
-        ctx = job.ctx
-        if ctx.error is not None and status.is_error:
-            raise ctx.error
         return status
 
     def perform_at(self, job: Job, when: float | _dt.datetime) -> Schedule:
@@ -651,7 +691,7 @@ class Worker:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = self._ensure_loop()
-            asyncio.run_coroutine_threadsafe(pump_async(source, channel, stopped), loop)
+            asyncio.run_coroutine_threadsafe(self._pump(pump_async(source, channel, stopped)), loop)
         return schedule
 
     def _submit_call(
@@ -670,10 +710,16 @@ class Worker:
 
     def _new_context(self, job: Job, due: float | None) -> Context:
         prev = job._ctx
-        values = None if prev is None or not prev._values else dict(prev._values)
+        if prev is not None and not prev._executing:
+            # Values set on job.ctx before performing seed every execution of this job; values a
+            # handler sets stay with its own execution.
+            job._seed = prev._values
+        seed = job._seed
+        values = dict(seed) if seed else None
         timeout = job.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = job._ctx = Context(self.session, deadline, values, due)
+        ctx._executing = True
         return ctx
 
     def _run_job(self, job: Job, handler: Handler, due: float | None = None) -> Status:
@@ -681,13 +727,13 @@ class Worker:
         live = self._live
         live.add(ctx)
         try:
-            result = call_handler(handler, job)
+            result = call_handler(handler, job, self.logger)
             if result is not None and inspect.isawaitable(result):
                 # A plain adapter around an async handler handed us a coroutine: run it on the loop.
                 fut = asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop())
                 fut.result()
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not kill a thread
-            record_error(job, exc)
+            record_error(job, exc, self.logger)
         finally:
             live.discard(ctx)
         if ctx.status == Status.UNKNOWN:
@@ -706,7 +752,7 @@ class Worker:
                 ctx.status = Status.UNAVAILABLE
             ctx.error = exc
         except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
-            record_error(job, exc)
+            record_error(job, exc, self.logger)
         finally:
             self._live.discard(ctx)
         if ctx.status == Status.UNKNOWN:

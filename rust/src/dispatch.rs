@@ -352,6 +352,17 @@ impl Dispatcher {
         Ok(st.waiting[lane] == 0)
     }
 
+    /// Count an execution the caller runs in its own thread (sync perform) as in flight; it ends
+    /// with `done(0, status)`.
+    fn begin_inline(&self) -> PyResult<()> {
+        let mut st = self.inner.state.lock();
+        if st.closed {
+            return Err(Error::Stopped.into());
+        }
+        st.in_flight += 1;
+        Ok(())
+    }
+
     /// Run `key` once at `when` (time.monotonic() seconds).
     fn schedule_at(&self, key: u64, when: f64, is_async: bool) -> PyResult<()> {
         let deadline = secs_to_ns(when);
@@ -570,26 +581,31 @@ impl Dispatcher {
         unstarted
     }
 
-    /// Wait (GIL released) until no execution is in flight; false on timeout.
-    fn wait_idle(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
-        let inner = self.inner.clone();
+    /// Wait (GIL released) until no execution is in flight; false on timeout. Waits in slices and
+    /// looks for signals between them, so Ctrl-C interrupts a stop that waits forever.
+    fn wait_idle(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let until = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.clamp(0.0, 1e6)));
-        py.detach(move || {
-            let mut st = inner.state.lock();
-            while st.in_flight > 0 || !st.due.is_empty() {
-                match until {
-                    Some(until) => {
-                        if inner.idle.wait_until(&mut st, until).timed_out() {
-                            return st.in_flight == 0 && st.due.is_empty();
-                        }
-                    }
-                    None => {
-                        inner.idle.wait_for(&mut st, Duration::from_millis(100));
+        loop {
+            let inner = self.inner.clone();
+            let idle = py.detach(move || {
+                let slice = Instant::now() + Duration::from_millis(100);
+                let end = until.map_or(slice, |u| u.min(slice));
+                let mut st = inner.state.lock();
+                while st.in_flight > 0 || !st.due.is_empty() {
+                    if inner.idle.wait_until(&mut st, end).timed_out() {
+                        break;
                     }
                 }
+                st.in_flight == 0 && st.due.is_empty()
+            });
+            if idle {
+                return Ok(true);
             }
-            true
-        })
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
     }
 
     #[getter]
