@@ -14,6 +14,7 @@ with worker:
 
 from __future__ import annotations
 
+from workhorse.adapters.keys import REQUEST_ID, REQUEST_SIZE, RESPONSE_SIZE
 from workhorse.concurrent import ConcurrentJob, PerformWith
 from workhorse.errors import (
     ArgError,
@@ -26,14 +27,10 @@ from workhorse.errors import (
 from workhorse.executor import Executor
 from workhorse.job import Context, Job, Session, Trace
 from workhorse.middleware import Adapter, Handler, adapt, run_safely
+from workhorse.server import Server, serve
 from workhorse.sources import Channel
 from workhorse.status import Status
 from workhorse.worker import Execution, Schedule, Worker
-
-# Context keys read by the observability adapters (workhorse.adapters).
-REQUEST_SIZE = "request_size"
-RESPONSE_SIZE = "response_size"
-REQUEST_ID = "request_id"
 
 __version__ = "0.1.0"
 
@@ -55,6 +52,7 @@ __all__ = [
     "Job",
     "PerformWith",
     "Schedule",
+    "Server",
     "Session",
     "Status",
     "Trace",
@@ -63,4 +61,5 @@ __all__ = [
     "WorkerStopped",
     "adapt",
     "run_safely",
+    "serve",
 ]

@@ -121,6 +121,11 @@ class Execution:
         if futures:
             for fut in futures:
                 fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+        schedule = self.schedule
+        if schedule is not None:
+            # The schedule keeps its execution; dropping the way back leaves no reference cycle.
+            self.schedule = None
+            schedule._end()
 
     def wait(self, timeout: float | None = None) -> Status:
         """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
@@ -432,13 +437,12 @@ class Worker:
         # Whatever one-shot record is left never started: it was due, or a timer still pending.
         unstarted = list(self._once.values())
         self._once.clear()
+        stopped = WorkerStopped(f"{self.name} stopped before these executions started")
         for rec in unstarted:
             if isinstance(rec, _Call):
                 rec.future.cancel()
             else:
-                rec._finish(Status.UNAVAILABLE, WorkerStopped(f"{self.name} stopped first"))
-                if rec.schedule is not None:
-                    rec.schedule._end()
+                rec._finish(Status.UNAVAILABLE, stopped)
         if unstarted:
             self.logger.warning(
                 "%s stopped with %d executions not started", self.name, len(unstarted)
@@ -762,8 +766,9 @@ class Worker:
     def _sync_loop(self) -> None:
         core = self._core
         take = core.take
+        batch: list[tuple[int, Any, float, bool]] | None = []
         while True:
-            batch = take(False, 1, _TAKE_TIMEOUT)
+            batch = take(False, 1, _TAKE_TIMEOUT, bool(batch))
             if batch is None:
                 return
             if batch and len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
@@ -788,8 +793,6 @@ class Worker:
             finally:
                 self._core.done(key, status)
             execution._finish(status, job.ctx.error)
-            if execution.schedule is not None:
-                execution.schedule._end()
             return
         rep = self._repeat.get(key)
         if rep is None:
@@ -884,8 +887,6 @@ class Worker:
         finally:
             self._core.done(key, status)
         execution._finish(status, execution.job.ctx.error)
-        if execution.schedule is not None:
-            execution.schedule._end()
 
     async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
         status = Status.INTERNAL_ERROR

@@ -15,12 +15,17 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 const SYNC: usize = 0;
 const ASYNC: usize = 1;
+/// Timer key of a dispatcher's stall watchdog (Python's keys count up from 1).
+const WATCHDOG: u64 = u64::MAX;
+/// How long ready sync executions may wait for a busy executor thread to come back before the
+/// watchdog wakes an idle one: a thread is only busy for a no-op's microseconds, or it is blocked.
+const STALL_NS: u64 = 500_000;
 
 /// One execution on its way to Python: which entry, the received item if any, when it was due.
 struct Ready {
@@ -73,11 +78,18 @@ struct State {
     due: VecDeque<Ready>,
     ready: [VecDeque<Ready>; 2],
     waiting: [usize; 2],
+    /// Executor threads of the sync lane running a batch they took (back at their next take).
+    running: usize,
+    watchdog: bool,
+    /// Sync executions taken so far, and the count the watchdog saw last: no progress = a stall.
+    taken: u64,
+    watch_taken: u64,
     entries: HashMap<u64, Entry>,
     figures: Figures,
 }
 
 pub(crate) struct Inner {
+    me: Weak<Inner>,
     state: Mutex<State>,
     lanes: [Condvar; 2],
     idle: Condvar,
@@ -92,8 +104,9 @@ fn lane_of(is_async: bool) -> usize {
 }
 
 impl Inner {
-    fn new(limit: usize) -> Self {
-        Inner {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             state: Mutex::new(State {
                 limit,
                 in_flight: 0,
@@ -101,12 +114,16 @@ impl Inner {
                 due: VecDeque::new(),
                 ready: [VecDeque::new(), VecDeque::new()],
                 waiting: [0, 0],
+                running: 0,
+                watchdog: false,
+                taken: 0,
+                watch_taken: 0,
                 entries: HashMap::new(),
                 figures: Figures::default(),
             }),
             lanes: [Condvar::new(), Condvar::new()],
             idle: Condvar::new(),
-        }
+        })
     }
 
     /// Move due executions to their ready lane while permits are free.
@@ -118,8 +135,25 @@ impl Inner {
             st.in_flight += 1;
             let lane = ready.lane;
             st.ready[lane].push_back(ready);
-            if st.waiting[lane] > 0 {
-                self.lanes[lane].notify_one();
+        }
+        self.wake(st, ASYNC);
+        self.wake(st, SYNC);
+    }
+
+    /// Wake a waiting executor thread for ready work. In the sync lane a thread that is running a
+    /// batch comes back for more within microseconds unless its handler blocks, and waking another
+    /// would only make the two queue for the GIL: then the stall watchdog decides.
+    fn wake(&self, st: &mut State, lane: usize) {
+        if st.waiting[lane] == 0 || st.ready[lane].is_empty() {
+            return;
+        }
+        if lane == ASYNC || st.running == 0 {
+            self.lanes[lane].notify_one();
+        } else if !st.watchdog {
+            if let Some(me) = self.me.upgrade() {
+                st.watchdog = true;
+                st.watch_taken = st.taken;
+                timers().schedule(&me, WATCHDOG, now_ns() + STALL_NS);
             }
         }
     }
@@ -164,6 +198,24 @@ impl Inner {
             return rearm;
         }
         for &(key, deadline) in due {
+            if key == WATCHDOG {
+                st.watchdog = false;
+                let stuck = st.ready[SYNC].len();
+                if stuck == 0 {
+                    continue;
+                }
+                if st.taken == st.watch_taken {
+                    // Ready sync work sat while every busy thread stayed away (blocked in a
+                    // handler): wake idle threads for it.
+                    for _ in 0..stuck.min(st.waiting[SYNC]) {
+                        self.lanes[SYNC].notify_one();
+                    }
+                }
+                st.watchdog = true;
+                st.watch_taken = st.taken;
+                rearm.push((WATCHDOG, now + STALL_NS));
+                continue;
+            }
             let Some(entry) = st.entries.get_mut(&key) else {
                 continue; // cancelled
             };
@@ -184,6 +236,13 @@ impl Inner {
                     figures.lateness_max = figures.lateness_max.max(late);
                     if sync && entry.outstanding > 0 {
                         // A sync interval never overlaps: this tick is skipped, not queued.
+                        figures.skipped_ticks += 1;
+                        continue;
+                    }
+                    if entry.outstanding as usize >= st.limit {
+                        // An async interval overlaps up to the worker's concurrency; past that,
+                        // queueing more ticks would only grow memory and lateness without
+                        // bound, so the tick is skipped and counted.
                         figures.skipped_ticks += 1;
                         continue;
                     }
@@ -329,7 +388,7 @@ impl Dispatcher {
             );
         }
         Ok(Dispatcher {
-            inner: Arc::new(Inner::new(concurrency as usize)),
+            inner: Inner::new(concurrency as usize),
         })
     }
 
@@ -455,18 +514,30 @@ impl Dispatcher {
 
     /// Ready executions of one lane, as (key, item, due_at, ended) tuples: at most `max_n`, waiting
     /// up to `timeout` seconds with the GIL released. None once the dispatcher is closed and empty.
+    /// `returning`: the calling thread ran the batch it took last (the sync lane's busy count).
+    #[pyo3(signature = (is_async, max_n, timeout, returning=false))]
     fn take<'py>(
         &self,
         py: Python<'py>,
         is_async: bool,
         max_n: usize,
         timeout: f64,
+        returning: bool,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         let lane = lane_of(is_async);
         let max_n = max_n.max(1);
+        if returning && lane == SYNC {
+            let mut st = self.inner.state.lock();
+            st.running = st.running.saturating_sub(1);
+        }
         let drain = |st: &mut State| -> Vec<Ready> {
             let n = st.ready[lane].len().min(max_n);
-            st.ready[lane].drain(..n).collect()
+            let batch: Vec<Ready> = st.ready[lane].drain(..n).collect();
+            if lane == SYNC && !batch.is_empty() {
+                st.running += 1;
+                st.taken += batch.len() as u64;
+            }
+            batch
         };
         let until = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
         // Ready executions are popped only while this thread holds the GIL: an execution handed

@@ -12,6 +12,10 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+/// Deadlines are served up to this late so that ones close together fire as one batch: one
+/// wake-up of the timer thread and of an executor thread instead of one per deadline.
+const COALESCE_NS: u64 = 100_000;
+
 struct Item {
     deadline: u64,
     key: u64,
@@ -127,10 +131,11 @@ impl Timers {
                     let now = now_ns();
                     match heap.items.peek() {
                         None => self.wake.wait(&mut heap),
-                        Some(top) if top.deadline <= now => break,
+                        Some(top) if top.deadline + COALESCE_NS <= now => break,
                         Some(top) => {
-                            let wait = std::time::Duration::from_nanos(top.deadline - now);
-                            self.wake.wait_for(&mut heap, wait);
+                            let wait = top.deadline + COALESCE_NS - now;
+                            self.wake
+                                .wait_for(&mut heap, std::time::Duration::from_nanos(wait));
                         }
                     }
                 }

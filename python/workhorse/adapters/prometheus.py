@@ -352,6 +352,11 @@ class CoreCollector:
         ticks = CounterMetricFamily(
             _name(self._ns, "core_interval_ticks"), "Interval ticks fired.", labels=["worker"]
         )
+        skipped = CounterMetricFamily(
+            _name(self._ns, "core_interval_skipped_ticks"),
+            "Interval ticks skipped: a sync run still going, or an async job at its overlap limit.",
+            labels=["worker"],
+        )
         # A summary gives <ns>_core_interval_lateness_seconds_sum and _count (= ticks), so
         # rate(sum) / rate(count) is the mean lateness.
         lateness = SummaryMetricFamily(
@@ -360,6 +365,8 @@ class CoreCollector:
             labels=["worker"],
         )
         for worker, figures in workers.items():
+            if "interval_skipped_total" in figures:
+                skipped.add_metric([worker], figures["interval_skipped_total"])
             if "interval_ticks_total" in figures:
                 ticks.add_metric([worker], figures["interval_ticks_total"])
                 if "interval_lateness_seconds_sum" in figures:
@@ -375,7 +382,7 @@ class CoreCollector:
         )
         for job, count in jobs.items():
             running.add_metric([job], count)
-        families += [ticks, lateness, running]
+        families += [ticks, skipped, lateness, running]
         return families
 
 
