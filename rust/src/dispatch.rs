@@ -727,3 +727,138 @@ impl Dispatcher {
 pub(crate) fn pending_timers() -> usize {
     timers().pending()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(inner: &Inner, key: u64) {
+        let mut st = inner.state.lock();
+        st.due.push_back(Ready {
+            key,
+            payload: None,
+            scheduled: 0,
+            lane: SYNC,
+            ended: false,
+        });
+        inner.admit(&mut st);
+    }
+
+    fn entry(inner: &Inner, key: u64, source: Source) {
+        tests_support::add_entry(inner, key, source, 10);
+    }
+
+    fn ready_keys(inner: &Inner) -> Vec<u64> {
+        inner.state.lock().ready[SYNC]
+            .iter()
+            .map(|r| r.key)
+            .collect()
+    }
+
+    #[test]
+    fn admits_only_while_permits_are_free() {
+        let inner = Inner::new(2);
+        for key in 1..=5 {
+            due(&inner, key);
+        }
+        assert_eq!(ready_keys(&inner), vec![1, 2]);
+        assert_eq!(inner.state.lock().due.len(), 3);
+        let mut st = inner.state.lock();
+        st.ready[SYNC].pop_front();
+        inner.complete(&mut st, 1, 200);
+        inner.admit(&mut st);
+        drop(st);
+        assert_eq!(ready_keys(&inner), vec![2, 3]);
+        assert_eq!(inner.state.lock().figures.by_status.get(&200), Some(&1));
+    }
+
+    #[test]
+    fn sync_interval_skips_ticks_while_a_run_is_outstanding() {
+        let inner = Inner::new(10);
+        entry(&inner, 7, Source::Interval { sync: true });
+        let rearm = inner.fire(&[(7, 100)], 100);
+        assert_eq!(rearm, vec![(7, 110)]);
+        inner.fire(&[(7, 110)], 110);
+        assert_eq!(ready_keys(&inner), vec![7]);
+        assert_eq!(inner.state.lock().figures.skipped_ticks, 1);
+    }
+
+    #[test]
+    fn async_interval_overlaps_up_to_the_concurrency_then_skips() {
+        let inner = Inner::new(2);
+        entry(&inner, 7, Source::Interval { sync: false });
+        for tick in 0..3 {
+            inner.fire(&[(7, tick * 10)], tick * 10);
+        }
+        assert_eq!(ready_keys(&inner), vec![7, 7]);
+        assert_eq!(inner.state.lock().figures.skipped_ticks, 1);
+    }
+
+    #[test]
+    fn a_cancelled_timer_never_fires() {
+        let inner = Inner::new(1);
+        entry(&inner, 3, Source::Timer);
+        inner.state.lock().entries.remove(&3);
+        assert!(inner.fire(&[(3, 5)], 5).is_empty());
+        assert!(ready_keys(&inner).is_empty());
+    }
+
+    #[test]
+    fn ended_source_sends_its_marker_after_the_last_run() {
+        let inner = Inner::new(4);
+        entry(&inner, 9, Source::Interval { sync: false });
+        inner.fire(&[(9, 0)], 0);
+        let mut st = inner.state.lock();
+        assert!(inner.end_source(&mut st, 9));
+        assert_eq!(
+            st.ready[SYNC].len(),
+            1,
+            "no marker while a run is outstanding"
+        );
+        st.ready[SYNC].pop_front();
+        inner.complete(&mut st, 9, 200);
+        let marker = st.ready[SYNC].pop_front().expect("end marker");
+        assert!(marker.ended && marker.key == 9);
+        assert!(st.entries.is_empty());
+    }
+
+    #[test]
+    fn fixed_rate_interval_does_not_drift_when_fired_late() {
+        let inner = Inner::new(4);
+        entry(&inner, 1, Source::Interval { sync: false });
+        // Fired 7 ns late: the next tick is still start + period, not now + period.
+        assert_eq!(inner.fire(&[(1, 100)], 107), vec![(1, 110)]);
+        let st = inner.state.lock();
+        assert_eq!(st.figures.lateness_max, 7);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub(crate) fn inner() -> Arc<Inner> {
+        Inner::new(4)
+    }
+
+    pub(crate) fn add_timer(inner: &Inner, key: u64) {
+        add_entry(inner, key, Source::Timer, 0);
+    }
+
+    pub(super) fn add_entry(inner: &Inner, key: u64, source: Source, period: u64) {
+        inner.state.lock().entries.insert(
+            key,
+            Entry {
+                source,
+                lane: SYNC,
+                outstanding: 0,
+                ended: false,
+                period,
+            },
+        );
+    }
+
+    pub(crate) fn ready_len(inner: &Inner) -> usize {
+        inner.state.lock().ready[SYNC].len()
+    }
+}

@@ -180,3 +180,40 @@ impl Timers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_pops_the_earliest_deadline_first() {
+        let target = crate::dispatch::tests_support::inner();
+        let mut heap = BinaryHeap::new();
+        for (deadline, key) in [(30, 1), (10, 2), (20, 3), (10, 1)] {
+            heap.push(Item {
+                deadline,
+                key,
+                target: target.clone(),
+            });
+        }
+        let order: Vec<(u64, u64)> = std::iter::from_fn(|| heap.pop())
+            .map(|i| (i.deadline, i.key))
+            .collect();
+        assert_eq!(order, vec![(10, 1), (10, 2), (20, 3), (30, 1)]);
+    }
+
+    #[test]
+    fn timer_thread_fires_a_due_entry() {
+        let inner = crate::dispatch::tests_support::inner();
+        crate::dispatch::tests_support::add_timer(&inner, 42);
+        timers().schedule(&inner, 42, now_ns() + 1_000_000);
+        let start = std::time::Instant::now();
+        while crate::dispatch::tests_support::ready_len(&inner) == 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(2),
+                "timer never fired"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
