@@ -56,30 +56,25 @@ class LazyFuture(Future[_T]):
         return super().set_running_or_notify_cancel()
 
     def set_result(self, result: _T) -> None:
-        with _LAZY:
-            fast = self._cond is None
-            if fast:
-                if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
-                    raise InvalidStateError(f"{self._state}: {self!r}")
-                self._result = result
-                self._state = FINISHED
-        if fast:
-            self._invoke_callbacks()  # type: ignore[attr-defined]
-        else:
+        if not self._settle(result, None):
             super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        with _LAZY:
-            fast = self._cond is None
-            if fast:
-                if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
-                    raise InvalidStateError(f"{self._state}: {self!r}")
-                self._exception = exception
-                self._state = FINISHED
-        if fast:
-            self._invoke_callbacks()  # type: ignore[attr-defined]
-        else:
+        if not self._settle(None, exception):
             super().set_exception(exception)
+
+    def _settle(self, result: Any, exception: BaseException | None) -> bool:
+        """Finish without a Condition when nobody waits; False to take the stdlib's path."""
+        with _LAZY:
+            if self._cond is not None:
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._exception = exception
+            self._state = FINISHED
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
 
     def done(self) -> bool:
         if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):

@@ -794,14 +794,8 @@ class Worker:
                 self._core.done(key, status)
             execution._finish(status, job.ctx.error)
             return
-        rep = self._repeat.get(key)
+        rep = self._repeat_for(key, ended)
         if rep is None:
-            if not ended:  # cancelled or stopped between due and taken
-                self._core.done(key, Status.UNAVAILABLE)
-            return
-        if ended:
-            del self._repeat[key]
-            rep.schedule._end()
             return
         job = self._fork(rep, item)
         status = Status.INTERNAL_ERROR
@@ -809,6 +803,19 @@ class Worker:
             status = self._run_job(job, rep.handler, due)
         finally:
             self._core.done(key, status)
+
+    def _repeat_for(self, key: int, ended: bool) -> _Repeat | None:
+        """The repeating record a taken key runs, or None (its end marker, or it is gone)."""
+        rep = self._repeat.get(key)
+        if rep is None:
+            if not ended:  # cancelled or stopped between due and taken
+                self._core.done(key, Status.UNAVAILABLE)
+            return None
+        if ended:
+            del self._repeat[key]
+            rep.schedule._end()
+            return None
+        return rep
 
     @staticmethod
     def _fork(rep: _Repeat, item: Any) -> Job:
@@ -866,14 +873,8 @@ class Worker:
             if isinstance(rec, Execution):
                 coro = self._run_async_once(key, rec, due)
             else:
-                rep = self._repeat.get(key)
+                rep = self._repeat_for(key, ended)
                 if rep is None:
-                    if not ended:
-                        self._core.done(key, Status.UNAVAILABLE)
-                    continue
-                if ended:
-                    del self._repeat[key]
-                    rep.schedule._end()
                     continue
                 coro = self._run_async_repeat(key, rep, self._fork(rep, item), due)
             task = asyncio.ensure_future(coro)
