@@ -185,6 +185,7 @@ FIGURES = {
     "in_flight": 4.0,
     "permits": 10.0,
     "interval_ticks_total": 7.0,
+    "interval_skipped_total": 2.0,
     "interval_lateness_seconds_sum": 0.5,
     "interval_lateness_seconds_max": 0.2,
 }
@@ -201,6 +202,7 @@ def test_core_collector_exports_every_figure(registry: CollectorRegistry) -> Non
         "wh_core_permits_in_use": 4,
         "wh_core_permits": 10,
         "wh_core_interval_ticks_total": 7,
+        "wh_core_interval_skipped_ticks_total": 2,
         "wh_core_interval_lateness_seconds_sum": 0.5,
         "wh_core_interval_lateness_seconds_count": 7,
         "wh_core_interval_lateness_seconds_max": 0.2,
@@ -208,6 +210,7 @@ def test_core_collector_exports_every_figure(registry: CollectorRegistry) -> Non
     for name, want in expected.items():
         assert value(registry, name, worker="w1") == want, name
     assert value(registry, "wh_concurrent_job_running_workers", job="crawl") == 3
+    assert value(registry, "wh_core_panics_total") == 0
 
 
 def test_core_collector_adds_up_workers_sharing_a_name(registry: CollectorRegistry) -> None:

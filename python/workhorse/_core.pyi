@@ -14,6 +14,9 @@ def monotonic() -> float:
 def shutdown() -> None:
     """Stop the tokio runtime and the timer thread (interpreter exit)."""
 
+def core_panics() -> int:
+    """Panics (bugs) of the core's background threads and tasks, reported on stderr."""
+
 def pending_timers() -> int:
     """Entries in the process-wide timer heap."""
 

@@ -531,6 +531,7 @@ class Worker:
             "scheduled": figures["scheduled"],
             "receiving": figures["receiving"],
             "queued": figures["due"] + figures["ready"],
+            "core_panics": _core.core_panics(),
         }
 
     def figures(self) -> dict[str, float]:

@@ -491,7 +491,20 @@ impl Dispatcher {
             );
         }
         let (rx, back) = channel.endpoints();
-        handle().spawn(receive_loop(self.inner.clone(), key, rx, back, wake));
+        let runtime = handle();
+        let task = runtime.spawn(receive_loop(self.inner.clone(), key, rx, back, wake));
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            // A receive loop that panicked (a bug) is reported and its schedule ended, so that
+            // nobody waits for items it will never deliver.
+            if let Err(err) = task.await {
+                if err.is_panic() {
+                    crate::errors::report_panic("receive loop", err.into_panic().as_ref());
+                    let mut st = inner.state.lock();
+                    inner.end_source(&mut st, key);
+                }
+            }
+        });
         Ok(())
     }
 

@@ -39,3 +39,34 @@ impl From<Error> for PyErr {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A panic in a background thread or task of the core: counted and written to stderr (there is
+/// no Python frame to raise it in).
+pub(crate) fn report_panic(place: &str, panic: &(dyn std::any::Any + Send)) {
+    PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    eprintln!("workhorse: internal error in the core's {place} (please report it): {what}");
+}
+
+/// Panics of the core's background threads and tasks so far.
+#[pyo3::pyfunction]
+pub(crate) fn core_panics() -> u64 {
+    PANICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_reported_panic_is_counted() {
+        let before = super::core_panics();
+        let panic = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+        super::report_panic("test", panic.as_ref());
+        assert_eq!(super::core_panics(), before + 1);
+    }
+}

@@ -36,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(dispatch::pending_timers, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::core_panics, m)?)?;
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
     m.add("ChannelClosed", py.get_type::<errors::ChannelClosed>())?;
     Ok(())

@@ -75,7 +75,7 @@ pub(crate) fn timers() -> Arc<Timers> {
     let runner = t.clone();
     std::thread::Builder::new()
         .name("workhorse-timers".into())
-        .spawn(move || runner.run())
+        .spawn(move || runner.supervise())
         .expect("spawning the timer thread");
     *slot = Some((pid(), t.clone()));
     t
@@ -117,6 +117,17 @@ impl Timers {
 
     pub(crate) fn pending(&self) -> usize {
         self.heap.lock().items.len()
+    }
+
+    /// Run the timer loop; a panic (a bug) is reported, counted and the loop started again, so
+    /// the deadlines still in the heap are not lost with the thread.
+    fn supervise(&self) {
+        loop {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())) {
+                Ok(()) => return,
+                Err(panic) => crate::errors::report_panic("timer thread", panic.as_ref()),
+            }
+        }
     }
 
     fn run(&self) {

@@ -382,7 +382,14 @@ class CoreCollector:
         )
         for job, count in jobs.items():
             running.add_metric([job], count)
-        families += [ticks, skipped, lateness, running]
+        panics = CounterMetricFamily(
+            _name(self._ns, "core_panics"),
+            "Internal errors (panics) of the core's background threads, reported on stderr.",
+        )
+        from workhorse import _core
+
+        panics.add_metric([], _core.core_panics())
+        families += [ticks, skipped, lateness, running, panics]
         return families
 
 
