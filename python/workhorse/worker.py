@@ -43,6 +43,7 @@ __all__ = ["Execution", "Schedule", "Worker", "live_workers"]
 _H = TypeVar("_H", bound=Handler)
 
 _keys = itertools.count(1)
+_names = itertools.count(1)
 # One condition for every Execution/Schedule wait(): waiting is rare, a lock per execution is not.
 _done_cond = threading.Condition()
 _workers: weakref.WeakSet[Worker] = weakref.WeakSet()
@@ -307,7 +308,7 @@ class Worker:
         self.concurrency = concurrency
         self.session = session if session is not None else Session()
         self.logger = logger or logging.getLogger("workhorse")
-        self.name = name or f"worker-{next(_keys)}"
+        self.name = name or f"worker-{next(_names)}"
         self._adapters: list[Adapter] = []
         self.use(*adapters)
         self._handlers: dict[str, Handler] = {}
