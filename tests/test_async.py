@@ -168,6 +168,32 @@ def test_perform_sync_of_an_async_handler_on_its_own_loop_is_refused(make_worker
     run_async(main())
 
 
+def test_sync_stop_on_the_workers_own_loop_is_refused_and_aclose_stops_it(
+    make_worker, run_async
+):
+    worker = make_worker()
+    done = []
+
+    async def handler(job):
+        await asyncio.sleep(0.02)
+        done.append(job.args["n"])
+
+    worker.register("h", handler)
+
+    async def main():
+        worker.start()
+        for n in range(3):
+            worker.perform(wh.Job("h", {"n": n}))
+        with pytest.raises(RuntimeError, match="aclose"):
+            worker.stop()
+        assert await worker.aclose(timeout=2) is True
+
+    run_async(main())
+    assert sorted(done) == [0, 1, 2]
+    with pytest.raises(wh.WorkerStopped):
+        worker.perform(wh.Job("h", {"n": 9}))
+
+
 def test_every_with_an_async_handler_ticks_on_the_running_loop(make_worker, run_async, await_until):
     worker = make_worker()
     loops = []

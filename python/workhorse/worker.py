@@ -332,7 +332,8 @@ class Worker:
     # -- registration -------------------------------------------------------------------------
 
     def register(self, name: str, handler: Handler) -> None:
-        """Register handler under name; ValueError on a duplicate, TypeError if not callable."""
+        """Register handler under name; ValueError on a duplicate, InvalidHandler (a TypeError
+        and a ValueError) if it is not callable."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"handler name must be a non-empty str, got {name!r}")
         if not callable(handler):
@@ -423,6 +424,11 @@ class Worker:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop sources, cancel contexts, wait up to timeout for runs; True if all ended."""
+        if self._on_own_loop():
+            raise RuntimeError(
+                "stop() inside the worker's event loop would block the async executions it "
+                "waits for; use `await worker.aclose()` or `async with worker`"
+            )
         if not self._begin_stop():
             return True
         idle = self._core.wait_idle(timeout)
@@ -508,13 +514,24 @@ class Worker:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """stop() for asyncio code: waits without blocking the running loop."""
         if not self._begin_stop():
-            return
+            return True
         loop = asyncio.get_running_loop()
-        idle = await loop.run_in_executor(None, self._core.wait_idle, None)
+        idle = await loop.run_in_executor(None, self._core.wait_idle, timeout)
         if self._loop is loop:
             await self._cancel_tasks(not idle)
         self._finish_stop(idle)
+        return bool(idle)
+
+    def _on_own_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     @property
     def running(self) -> int:
