@@ -172,10 +172,11 @@ def test_sync_stop_on_the_workers_own_loop_is_refused_and_aclose_stops_it(
     make_worker, run_async
 ):
     worker = make_worker()
-    done = []
+    started, done = [], []
 
     async def handler(job):
-        await asyncio.sleep(0.02)
+        started.append(job.args["n"])
+        await asyncio.sleep(0.05)
         done.append(job.args["n"])
 
     worker.register("h", handler)
@@ -184,6 +185,8 @@ def test_sync_stop_on_the_workers_own_loop_is_refused_and_aclose_stops_it(
         worker.start()
         for n in range(3):
             worker.perform(wh.Job("h", {"n": n}))
+        while len(started) < 3:  # stop() only waits for executions that started
+            await asyncio.sleep(0.005)
         with pytest.raises(RuntimeError, match="aclose"):
             worker.stop()
         assert await worker.aclose(timeout=2) is True
