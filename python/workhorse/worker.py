@@ -256,20 +256,18 @@ class _Repeat:
         self.schedule = schedule
 
 
-class _Call:
-    """A record for Executor.submit: a plain callable and its Future."""
-
-    __slots__ = ("fn", "args", "kwargs", "future")
-    repeat = False
-    is_async = False
+class _Call(LazyFuture[Any]):
+    """A record for Executor.submit: the Future handed to the caller, carrying its call."""
 
     def __init__(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.future: Future[Any] = LazyFuture()
+        super().__init__()
+        self.call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = (
+            fn,
+            args,
+            kwargs,
+        )
 
 
 def _to_seconds(value: float | _dt.timedelta, name: str) -> float:
@@ -447,7 +445,7 @@ class Worker:
         stopped = WorkerStopped(f"{self.name} stopped before these executions started")
         for rec in unstarted:
             if isinstance(rec, _Call):
-                rec.future.cancel()
+                rec.cancel()
             else:
                 rec._finish(Status.UNAVAILABLE, stopped)
         if unstarted:
@@ -727,7 +725,7 @@ class Worker:
         key = next(_keys)
         self._once[key] = call
         self._submit(key, False)
-        return call.future
+        return call
 
     # -- executing ----------------------------------------------------------------------------
 
@@ -843,13 +841,14 @@ class Worker:
             job.args["received_data"] = item
         return job
 
-    def _run_call(self, key: int, call: _Call) -> None:
-        fut = call.future
+    def _run_call(self, key: int, fut: _Call) -> None:
         status = Status.SUCCESS
         try:
             if fut.set_running_or_notify_cancel():
+                fn, args, kwargs = fut.call  # type: ignore[misc]
+                fut.call = None  # the Future may outlive the call: do not keep its arguments
                 try:
-                    result = call.fn(*call.args, **call.kwargs)
+                    result = fn(*args, **kwargs)
                 except BaseException as exc:  # noqa: BLE001 - goes to the Future, as in the stdlib
                     status = Status.INTERNAL_ERROR
                     fut.set_exception(exc)
