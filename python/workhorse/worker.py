@@ -552,7 +552,9 @@ class Worker:
 
     def figures(self) -> dict[str, float]:
         """Raw figures of the core (scheduled timers, queue depths, permits, interval lateness)."""
-        return {k: float(v) for k, v in self._core.figures().items() if k != "by_status"}
+        return {
+            k: float(v) for k, v in self._core.figures().items() if isinstance(v, (int, float))
+        }
 
     # -- performing ---------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ const WATCHDOG: u64 = u64::MAX;
 /// How long ready sync executions may wait for a busy executor thread to come back before the
 /// watchdog wakes an idle one: a thread is only busy for a no-op's microseconds, or it is blocked.
 const STALL_NS: u64 = 500_000;
+/// Upper bounds of the interval-lateness histogram: 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25 ms.
+const LATENESS_BOUNDS_NS: [u64; 8] = [
+    100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
+];
 
 /// One execution on its way to Python: which entry, the received item if any, when it was due.
 struct Ready {
@@ -68,6 +72,8 @@ struct Figures {
     skipped_ticks: u64,
     lateness_sum: u64,
     lateness_max: u64,
+    /// Ticks by lateness, in the buckets of LATENESS_BOUNDS_NS (and one past the last).
+    lateness_buckets: [u64; LATENESS_BOUNDS_NS.len() + 1],
     received: u64,
 }
 
@@ -234,6 +240,8 @@ impl Inner {
                     figures.ticks += 1;
                     figures.lateness_sum += late;
                     figures.lateness_max = figures.lateness_max.max(late);
+                    let bucket = LATENESS_BOUNDS_NS.partition_point(|&bound| bound < late);
+                    figures.lateness_buckets[bucket] += 1;
                     if sync && entry.outstanding > 0 {
                         // A sync interval never overlaps: this tick is skipped, not queued.
                         figures.skipped_ticks += 1;
@@ -731,6 +739,9 @@ impl Dispatcher {
         d.set_item("interval_lateness_seconds_sum", ns_to_secs(f.lateness_sum))?;
         d.set_item("interval_lateness_seconds_max", ns_to_secs(f.lateness_max))?;
         d.set_item("by_status", f.by_status.clone().into_pyobject(py)?)?;
+        let bounds: Vec<f64> = LATENESS_BOUNDS_NS.iter().map(|&b| ns_to_secs(b)).collect();
+        d.set_item("interval_lateness_bounds", bounds)?;
+        d.set_item("interval_lateness_buckets", f.lateness_buckets.to_vec())?;
         Ok(d)
     }
 }
