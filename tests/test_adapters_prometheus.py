@@ -274,3 +274,28 @@ def test_register_core_collector_exports_a_real_workers_permits(
         assert value(registry, "workhorse_core_permits", worker="figures-test") == 3
         assert value(registry, "workhorse_core_permits_in_use", worker="figures-test") == 0
     assert value(registry, "workhorse_core_permits", worker="figures-test") is None
+
+
+def test_interval_lateness_is_a_histogram_of_a_real_workers_ticks(
+    registry: CollectorRegistry,
+) -> None:
+    register_core_collector(registry)
+    worker = workhorse.worker.Worker(name="lateness-test")
+    worker.register("noop", lambda job: None)
+    with worker:
+        worker.perform_every(Job("noop"), 0.005)
+        deadline = time.monotonic() + 2
+        ticks = 0.0
+        while ticks < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            ticks = value(registry, "workhorse_core_interval_ticks_total", worker="lateness-test")
+        assert ticks >= 5
+        name = "workhorse_core_interval_lateness_seconds"
+        count = value(registry, f"{name}_count", worker="lateness-test")
+        inf = value(registry, f"{name}_bucket", worker="lateness-test", le="+Inf")
+        assert count == inf and count >= 5
+        # Cumulative buckets never decrease and the last finite one is at most +Inf.
+        le_25ms = value(registry, f"{name}_bucket", worker="lateness-test", le="0.025")
+        le_100us = value(registry, f"{name}_bucket", worker="lateness-test", le="0.0001")
+        assert le_100us is not None and le_25ms is not None
+        assert le_100us <= le_25ms <= inf

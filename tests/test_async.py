@@ -168,9 +168,7 @@ def test_perform_sync_of_an_async_handler_on_its_own_loop_is_refused(make_worker
     run_async(main())
 
 
-def test_sync_stop_on_the_workers_own_loop_is_refused_and_aclose_stops_it(
-    make_worker, run_async
-):
+def test_sync_stop_on_the_workers_own_loop_is_refused_and_aclose_stops_it(make_worker, run_async):
     worker = make_worker()
     started, done = [], []
 

@@ -48,6 +48,8 @@ _names = itertools.count(1)
 _done_cond = threading.Condition()
 _workers: weakref.WeakSet[Worker] = weakref.WeakSet()
 _ASYNC_BATCH = 4096
+# figures() key prefix of the cumulative interval-lateness buckets ("...:<upper bound seconds>").
+LATENESS_LE = "interval_lateness_le:"
 _TAKE_TIMEOUT = 0.5
 
 
@@ -552,9 +554,15 @@ class Worker:
 
     def figures(self) -> dict[str, float]:
         """Raw figures of the core (scheduled timers, queue depths, permits, interval lateness)."""
-        return {
-            k: float(v) for k, v in self._core.figures().items() if isinstance(v, (int, float))
-        }
+        raw = self._core.figures()
+        figures = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))}
+        cumulative = 0
+        for bound, count in zip(
+            raw["interval_lateness_bounds"], raw["interval_lateness_buckets"], strict=False
+        ):
+            cumulative += count
+            figures[f"{LATENESS_LE}{bound!r}"] = float(cumulative)
+        return figures
 
     # -- performing ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from workhorse.adapters._wrap import final_status
 from workhorse.adapters.keys import REQUEST_SIZE, RESPONSE_SIZE
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
+from workhorse.worker import LATENESS_LE
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -339,7 +340,7 @@ class CoreCollector:
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
-            SummaryMetricFamily,
+            HistogramMetricFamily,
         )
 
         families: list[Metric] = []
@@ -357,11 +358,11 @@ class CoreCollector:
             "Interval ticks skipped: a sync run still going, or an async job at its overlap limit.",
             labels=["worker"],
         )
-        # A summary gives <ns>_core_interval_lateness_seconds_sum and _count (= ticks), so
-        # rate(sum) / rate(count) is the mean lateness.
-        lateness = SummaryMetricFamily(
+        # A histogram: <ns>_core_interval_lateness_seconds_bucket/_sum/_count (count = ticks), so
+        # rate(sum) / rate(count) is the mean lateness and histogram_quantile gives the tail.
+        lateness = HistogramMetricFamily(
             _name(self._ns, "core_interval_lateness_seconds"),
-            "Lateness of interval ticks, in seconds.",
+            "Lateness of interval ticks behind their fixed-rate schedule, in seconds.",
             labels=["worker"],
         )
         for worker, figures in workers.items():
@@ -372,7 +373,7 @@ class CoreCollector:
                 if "interval_lateness_seconds_sum" in figures:
                     lateness.add_metric(
                         [worker],
-                        int(figures["interval_ticks_total"]),
+                        _lateness_buckets(figures),
                         figures["interval_lateness_seconds_sum"],
                     )
         running = GaugeMetricFamily(
@@ -391,6 +392,20 @@ class CoreCollector:
         panics.add_metric([], _core.core_panics())
         families += [ticks, skipped, lateness, running, panics]
         return families
+
+
+def _lateness_buckets(figures: dict[str, float]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs from a worker's `interval_lateness_le:<bound>` figures."""
+    from prometheus_client.utils import floatToGoString
+
+    bounds = sorted(
+        (float(key.partition(":")[2]), value)
+        for key, value in figures.items()
+        if key.startswith(LATENESS_LE)
+    )
+    buckets = [(floatToGoString(bound), count) for bound, count in bounds]  # type: ignore[no-untyped-call]
+    buckets.append(("+Inf", figures["interval_ticks_total"]))
+    return buckets
 
 
 def _merge(into: dict[str, float], figures: dict[str, float]) -> None:
