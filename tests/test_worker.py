@@ -541,3 +541,16 @@ def test_a_forked_child_runs_its_own_worker(worker, wait_until):
         pytest.fail("the forked child hung")
     assert exited == [0]
     ticking.cancel()
+
+
+def test_a_status_assigned_as_a_plain_int_becomes_a_status(worker):
+    def known(job):
+        job.ctx.status = 503
+
+    def unknown(job):
+        job.ctx.status = 404  # not a Status member: its class stands for it
+
+    worker.register("known", known)
+    worker.register("unknown", unknown)
+    assert worker.perform(wh.Job("known")).wait(2) is wh.Status.UNAVAILABLE
+    assert worker.perform(wh.Job("unknown"), sync=True) is wh.Status.BAD_REQUEST

@@ -8,7 +8,6 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from workhorse.errors import ArgError
 from workhorse.job import Job
@@ -19,7 +18,6 @@ __all__ = [
     "Handler",
     "adapt",
     "apply_status_rules",
-    "call_handler",
     "is_async_handler",
     "record_error",
     "run_safely",
@@ -97,15 +95,18 @@ async def _contained(awaitable: Awaitable[object]) -> object:
         raise _HandlerExit() from exc
 
 
+_UNKNOWN, _SUCCESS, _TIMEOUT = Status.UNKNOWN, Status.SUCCESS, Status.TIMEOUT
+
+
 def _finish(job: Job) -> None:
     ctx = job.ctx
     deadline = ctx.deadline
-    if deadline is not None and time.monotonic() >= deadline and ctx.status != Status.TIMEOUT:
+    if deadline is not None and time.monotonic() >= deadline and ctx.status != _TIMEOUT:
         # Ran past job.timeout: the late result is discarded.
-        ctx.status = Status.TIMEOUT
+        ctx.status = _TIMEOUT
         ctx._cancelled = True
-    elif ctx.status == Status.UNKNOWN:
-        ctx.status = Status.SUCCESS
+    elif ctx.status is _UNKNOWN:
+        ctx.status = _SUCCESS
 
 
 def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handler:
@@ -149,12 +150,3 @@ def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handle
         return result
 
     return ruled
-
-
-def call_handler(handler: Handler, job: Job, log: logging.Logger = logger) -> Any:
-    """Call a (sync) adapted handler; adapters that raise are recorded like handler errors."""
-    try:
-        return handler(job)
-    except BaseException as exc:  # noqa: BLE001
-        record_error(job, exc, log)
-        return None

@@ -31,7 +31,6 @@ from workhorse.middleware import (
     Handler,
     adapt,
     apply_status_rules,
-    call_handler,
     is_async_handler,
     record_error,
 )
@@ -43,6 +42,7 @@ __all__ = ["Execution", "Schedule", "Worker", "live_workers"]
 _H = TypeVar("_H", bound=Handler)
 
 _keys = itertools.count(1)
+_UNKNOWN, _SUCCESS, _INTERNAL_ERROR = Status.UNKNOWN, Status.SUCCESS, Status.INTERNAL_ERROR
 _names = itertools.count(1)
 # One condition for every Execution/Schedule wait(): waiting is rare, a lock per execution is not.
 _done_cond = threading.Condition()
@@ -72,7 +72,6 @@ class Execution:
     __slots__ = (
         "job",
         "_handler",
-        "_is_async",
         "schedule",
         "_status",
         "error",
@@ -90,7 +89,6 @@ class Execution:
     ) -> None:
         self.job = job
         self._handler = handler
-        self._is_async = is_async
         self.schedule = schedule
         self._status = Status.UNKNOWN
         self.error: BaseException | None = None
@@ -613,7 +611,7 @@ class Worker:
         finally:
             self._core.done(0, status)
         ctx = job.ctx
-        if ctx.error is not None and status.is_error:
+        if ctx.error is not None and status >= 400:
             raise ctx.error
         return status
 
@@ -758,7 +756,7 @@ class Worker:
         live = self._live
         live.add(ctx)
         try:
-            result = call_handler(handler, job, self.logger)
+            result = handler(job)
             if result is not None and inspect.isawaitable(result):
                 # A plain adapter around an async handler handed us a coroutine: run it on the loop.
                 fut = asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop())
@@ -767,9 +765,12 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             live.discard(ctx)
-        if ctx.status == Status.UNKNOWN:
-            ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
-        return ctx.status
+        status = ctx.status
+        if status is _UNKNOWN:
+            status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
+        elif type(status) is not Status:
+            status = ctx.status = _as_status(status)
+        return status
 
     async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> Status:
         ctx = self._new_context(job, due)
@@ -786,9 +787,12 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             self._live.discard(ctx)
-        if ctx.status == Status.UNKNOWN:
-            ctx.status = Status.INTERNAL_ERROR if ctx.error is not None else Status.SUCCESS
-        return ctx.status
+        status = ctx.status
+        if status is _UNKNOWN:
+            status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
+        elif type(status) is not Status:
+            status = ctx.status = _as_status(status)
+        return status
 
     def _sync_loop(self) -> None:
         core = self._core
@@ -923,6 +927,14 @@ class Worker:
             status = await self._run_async(job, rep.handler, due)
         finally:
             self._core.done(key, status)
+
+
+def _as_status(code: int) -> Status:
+    """A status a handler assigned as a plain int (ctx.status = 404): the Status it names."""
+    try:
+        return Status(code)
+    except ValueError:
+        return _INTERNAL_ERROR if code >= 500 else Status.BAD_REQUEST if code >= 400 else _SUCCESS
 
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:
