@@ -26,6 +26,8 @@ const WATCHDOG: u64 = u64::MAX;
 /// How long ready sync executions may wait for a busy executor thread to come back before the
 /// watchdog wakes an idle one: a thread is only busy for a no-op's microseconds, or it is blocked.
 const STALL_NS: u64 = 500_000;
+/// The watchdog backs off to this when waking threads does not help (the GIL is busy).
+const STALL_MAX_NS: u64 = 8_000_000;
 /// Upper bounds of the interval-lateness histogram: 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25 ms.
 const LATENESS_BOUNDS_NS: [u64; 8] = [
     100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
@@ -90,6 +92,9 @@ struct State {
     /// Sync executions taken so far, and the count the watchdog saw last: no progress = a stall.
     taken: u64,
     watch_taken: u64,
+    /// The watchdog's current period, and whether its last look woke a thread.
+    watch_period: u64,
+    watch_woke: bool,
     entries: HashMap<u64, Entry>,
     figures: Figures,
 }
@@ -124,6 +129,8 @@ impl Inner {
                 watchdog: false,
                 taken: 0,
                 watch_taken: 0,
+                watch_period: STALL_NS,
+                watch_woke: false,
                 entries: HashMap::new(),
                 figures: Figures::default(),
             }),
@@ -159,7 +166,7 @@ impl Inner {
             if let Some(me) = self.me.upgrade() {
                 st.watchdog = true;
                 st.watch_taken = st.taken;
-                timers().schedule(&me, WATCHDOG, now_ns() + STALL_NS);
+                timers().schedule(&me, WATCHDOG, now_ns() + st.watch_period);
             }
         }
     }
@@ -208,18 +215,28 @@ impl Inner {
                 st.watchdog = false;
                 let stuck = st.ready[SYNC].len();
                 if stuck == 0 {
+                    st.watch_period = STALL_NS;
+                    st.watch_woke = false;
                     continue;
                 }
                 if st.taken == st.watch_taken {
-                    // Ready sync work sat while every busy thread stayed away (blocked in a
-                    // handler): wake idle threads for it.
-                    for _ in 0..stuck.min(st.waiting[SYNC]) {
-                        self.lanes[SYNC].notify_one();
+                    // Ready sync work sat while the busy threads stayed away. If the thread woken
+                    // last time made no progress either, the GIL is busy (not a blocked handler):
+                    // waking more threads would only queue them for it, so look less often.
+                    if st.watch_woke {
+                        st.watch_period = (st.watch_period * 2).min(STALL_MAX_NS);
                     }
+                    if st.waiting[SYNC] > 0 {
+                        self.lanes[SYNC].notify_one();
+                        st.watch_woke = true;
+                    }
+                } else {
+                    st.watch_period = STALL_NS;
+                    st.watch_woke = false;
                 }
                 st.watchdog = true;
                 st.watch_taken = st.taken;
-                rearm.push((WATCHDOG, now + STALL_NS));
+                rearm.push((WATCHDOG, now + st.watch_period));
                 continue;
             }
             let Some(entry) = st.entries.get_mut(&key) else {
@@ -844,6 +861,29 @@ mod tests {
         let marker = st.ready[SYNC].pop_front().expect("end marker");
         assert!(marker.ended && marker.key == 9);
         assert!(st.entries.is_empty());
+    }
+
+    #[test]
+    fn watchdog_backs_off_when_waking_threads_makes_no_progress() {
+        let inner = Inner::new(4);
+        due(&inner, 1);
+        {
+            let mut st = inner.state.lock();
+            st.running = 1; // a thread took work and has not come back
+            st.waiting[SYNC] = 1;
+        }
+        assert_eq!(inner.fire(&[(WATCHDOG, 0)], 0), vec![(WATCHDOG, STALL_NS)]);
+        // The woken thread did not take the work either: the GIL is busy, look half as often.
+        assert_eq!(
+            inner.fire(&[(WATCHDOG, 0)], 1_000),
+            vec![(WATCHDOG, 1_000 + 2 * STALL_NS)]
+        );
+        // Progress resets the period.
+        inner.state.lock().taken += 1;
+        assert_eq!(
+            inner.fire(&[(WATCHDOG, 0)], 2_000),
+            vec![(WATCHDOG, 2_000 + STALL_NS)]
+        );
     }
 
     #[test]
