@@ -16,6 +16,9 @@ use std::sync::Arc;
 /// wake-up of the timer thread and of an executor thread instead of one per deadline.
 const COALESCE_NS: u64 = 100_000;
 
+/// Most due entries handed to one dispatcher under one hold of its lock.
+const FIRE_CHUNK: usize = 256;
+
 struct Item {
     deadline: u64,
     key: u64,
@@ -175,12 +178,16 @@ impl Timers {
                 .iter()
                 .map(|item| (item.key, item.deadline))
                 .collect();
-            for (key, deadline) in target.fire(&keys, now) {
-                rearm.push(Item {
-                    deadline,
-                    key,
-                    target: target.clone(),
-                });
+            // In chunks: the dispatcher's lock is also what executor threads take (holding the
+            // GIL) for every execution, so it is never held for a whole large batch.
+            for chunk in keys.chunks(FIRE_CHUNK) {
+                for (key, deadline) in target.fire(chunk, now) {
+                    rearm.push(Item {
+                        deadline,
+                        key,
+                        target: target.clone(),
+                    });
+                }
             }
             start = end;
         }
