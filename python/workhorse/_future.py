@@ -73,7 +73,8 @@ class LazyFuture(Future[_T]):
             self._result = result
             self._exception = exception
             self._state = FINISHED
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def done(self) -> bool:

@@ -81,11 +81,7 @@ class Execution:
     )
 
     def __init__(
-        self,
-        job: Job,
-        handler: Handler | None = None,
-        is_async: bool = False,
-        schedule: Schedule | None = None,
+        self, job: Job, handler: Handler | None = None, schedule: Schedule | None = None
     ) -> None:
         self.job = job
         self._handler = handler
@@ -575,12 +571,14 @@ class Worker:
     def perform(self, job: Job, *, sync: bool = False) -> Any:
         """Run job now. sync: wait here, return the Status, re-raise the handler's exception.
         Otherwise return an Execution handle at once."""
-        handler, is_async = self._check_job(job)
+        # The common case written out: this runs once per job of a burst.
+        chain = self._chains.get(job.handler) if type(job) is Job else None
+        handler, is_async = chain if chain is not None else self._check_job(job)
         if sync:
             return self._perform_sync(job, handler, is_async)
         if not self._started:
             self.start()
-        execution = Execution(job, handler, is_async)
+        execution = Execution(job, handler)
         key = next(_keys)
         self._once[key] = execution
         self._submit(key, is_async)
@@ -656,7 +654,7 @@ class Worker:
             self._ensure_loop()
         key = next(_keys)
         schedule = Schedule(self, key, kind)
-        schedule.execution = Execution(job, handler, is_async, schedule)
+        schedule.execution = Execution(job, handler, schedule)
         self._once[key] = schedule.execution
         try:
             self._core.schedule_at(key, _core.monotonic() + delay, is_async)
