@@ -31,8 +31,30 @@ class LazyFuture(Future[_T]):
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+        # The stdlib's waiter and callback lists, also built on first use: the stdlib only
+        # touches them holding the Condition, so two threads never build them at once.
+        self._w: list[Any] | None = None
+        self._dc: list[Any] | None = None
+
+    @property
+    def _waiters(self) -> list[Any]:
+        if self._w is None:
+            self._w = []
+        return self._w
+
+    @_waiters.setter
+    def _waiters(self, value: list[Any]) -> None:
+        self._w = value
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        if self._dc is None:
+            self._dc = []
+        return self._dc
+
+    @_done_callbacks.setter
+    def _done_callbacks(self, value: list[Any]) -> None:
+        self._dc = value
 
     @property  # read-only on purpose: created on first use
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -73,7 +95,7 @@ class LazyFuture(Future[_T]):
             self._result = result
             self._exception = exception
             self._state = FINISHED
-        if self._done_callbacks:
+        if self._dc:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
