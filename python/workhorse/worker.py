@@ -793,20 +793,22 @@ class Worker:
         return status
 
     def _sync_loop(self) -> None:
+        # One execution per take: a handler that blocks must not hold up others it had taken.
         core = self._core
-        take = core.take
-        batch: list[tuple[int, Any, float, bool]] | None = []
+        take_one = core.take_one
+        ready: tuple[int, Any, float, bool] | tuple[()] | None = ()
         while True:
-            batch = take(False, 1, _TAKE_TIMEOUT, bool(batch))
-            if batch is None:
+            ready = take_one(_TAKE_TIMEOUT, bool(ready))
+            if ready is None:
                 return
-            if batch and len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
+            if not ready:
+                continue
+            if len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
                 # Keep one thread waiting while below the limit, so a handler that blocks never
                 # holds up the next ready execution.
                 with self._lock:
                     self._spawn_sync_thread()
-            for key, item, due, ended in batch:
-                self._run_key(key, item, due, ended)
+            self._run_key(*ready)
 
     def _run_key(self, key: int, item: Any, due: float, ended: bool) -> None:
         rec = self._once.pop(key, None)

@@ -562,73 +562,31 @@ impl Dispatcher {
         timeout: f64,
         returning: bool,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let lane = lane_of(is_async);
-        let max_n = max_n.max(1);
-        if returning && lane == SYNC {
-            let mut st = self.inner.state.lock();
-            st.running = st.running.saturating_sub(1);
-        }
-        let drain = |st: &mut State| -> Vec<Ready> {
-            let n = st.ready[lane].len().min(max_n);
-            let batch: Vec<Ready> = st.ready[lane].drain(..n).collect();
-            if lane == SYNC && !batch.is_empty() {
-                st.running += 1;
-                st.taken += batch.len() as u64;
-            }
-            batch
+        let Some(batch) = self.wait_ready(py, is_async, max_n, timeout, returning) else {
+            return Ok(None);
         };
-        let until = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-        // Ready executions are popped only while this thread holds the GIL: an execution handed
-        // to a thread still waiting for the GIL would sit there while another thread could run it.
-        let batch = loop {
-            {
-                let mut st = self.inner.state.lock();
-                let batch = drain(&mut st);
-                if !batch.is_empty() {
-                    break batch;
-                }
-                if st.closed {
-                    return Ok(None);
-                }
-            }
-            if Instant::now() >= until {
-                return Ok(Some(PyList::empty(py)));
-            }
-            let inner = self.inner.clone();
-            py.detach(move || {
-                let mut st = inner.state.lock();
-                st.waiting[lane] += 1;
-                while st.ready[lane].is_empty() && !st.closed {
-                    if inner.lanes[lane].wait_until(&mut st, until).timed_out() {
-                        break;
-                    }
-                }
-                st.waiting[lane] -= 1;
-            });
-        };
-        let items = batch.into_iter().map(|r| {
-            let payload = match r.payload {
-                Some(p) => p.into_bound(py),
-                None => py.None().into_bound(py),
-            };
-            PyTuple::new(
-                py,
-                [
-                    r.key.into_pyobject(py).unwrap().into_any(),
-                    payload,
-                    ns_to_secs(r.scheduled)
-                        .into_pyobject(py)
-                        .unwrap()
-                        .into_any(),
-                    pyo3::types::PyBool::new(py, r.ended).to_owned().into_any(),
-                ],
-            )
-        });
         let list = PyList::empty(py);
-        for item in items {
-            list.append(item?)?;
+        for ready in batch {
+            list.append(ready_tuple(py, ready)?)?;
         }
         Ok(Some(list))
+    }
+
+    /// `take` of one sync execution without the list: the tuple, `()` on timeout, None once closed.
+    #[pyo3(signature = (timeout, returning=false))]
+    fn take_one<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+        returning: bool,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        match self.wait_ready(py, false, 1, timeout, returning) {
+            None => Ok(None),
+            Some(batch) => match batch.into_iter().next() {
+                Some(ready) => ready_tuple(py, ready).map(Some),
+                None => Ok(Some(PyTuple::empty(py))),
+            },
+        }
     }
 
     /// An execution finished with `status`: free its permit and let its source go on.
@@ -761,6 +719,81 @@ impl Dispatcher {
         d.set_item("interval_lateness_buckets", f.lateness_buckets.to_vec())?;
         Ok(d)
     }
+}
+
+impl Dispatcher {
+    /// Pop up to `max_n` ready executions of a lane, waiting with the GIL released; None once
+    /// closed and empty, an empty batch on timeout.
+    fn wait_ready(
+        &self,
+        py: Python<'_>,
+        is_async: bool,
+        max_n: usize,
+        timeout: f64,
+        returning: bool,
+    ) -> Option<Vec<Ready>> {
+        let lane = lane_of(is_async);
+        let max_n = max_n.max(1);
+        if returning && lane == SYNC {
+            let mut st = self.inner.state.lock();
+            st.running = st.running.saturating_sub(1);
+        }
+        let drain = |st: &mut State| -> Vec<Ready> {
+            let n = st.ready[lane].len().min(max_n);
+            let batch: Vec<Ready> = st.ready[lane].drain(..n).collect();
+            if lane == SYNC && !batch.is_empty() {
+                st.running += 1;
+                st.taken += batch.len() as u64;
+            }
+            batch
+        };
+        let until = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        // Ready executions are popped only while this thread holds the GIL: an execution handed
+        // to a thread still waiting for the GIL would sit there while another thread could run it.
+        let batch = loop {
+            {
+                let mut st = self.inner.state.lock();
+                let batch = drain(&mut st);
+                if !batch.is_empty() {
+                    break batch;
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            if Instant::now() >= until {
+                return Some(Vec::new());
+            }
+            let inner = self.inner.clone();
+            py.detach(move || {
+                let mut st = inner.state.lock();
+                st.waiting[lane] += 1;
+                while st.ready[lane].is_empty() && !st.closed {
+                    if inner.lanes[lane].wait_until(&mut st, until).timed_out() {
+                        break;
+                    }
+                }
+                st.waiting[lane] -= 1;
+            });
+        };
+        Some(batch)
+    }
+}
+
+fn ready_tuple<'py>(py: Python<'py>, r: Ready) -> PyResult<Bound<'py, PyTuple>> {
+    let payload = match r.payload {
+        Some(p) => p.into_bound(py),
+        None => py.None().into_bound(py),
+    };
+    PyTuple::new(
+        py,
+        [
+            r.key.into_pyobject(py)?.into_any(),
+            payload,
+            ns_to_secs(r.scheduled).into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, r.ended).to_owned().into_any(),
+        ],
+    )
 }
 
 /// Timer-heap entries of the whole process (all dispatchers).
