@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Awaitable, Callable
+from typing import cast
 
-from workhorse.adapters._wrap import around
 from workhorse.adapters.keys import REQUEST_ID
 from workhorse.job import Job
-from workhorse.middleware import Adapter, Handler
+from workhorse.middleware import Adapter, Handler, is_async_handler
 
 __all__ = ["new_request_id", "request_id"]
 
@@ -37,18 +38,29 @@ def request_id(header: str = "request_id") -> Adapter:
     if not isinstance(header, str) or not header:
         raise TypeError(f"header must be a non-empty str, got {header!r}")
 
-    def before(job: Job) -> None:
-        ctx = job.ctx
-        if ctx.get(REQUEST_ID):
-            return
-        given = job.args.get(header)
-        ctx.set(REQUEST_ID, str(given) if given else new_request_id())
-
     def adapter(handler: Handler) -> Handler:
-        return around(handler, before, _nothing)
+        # Written out rather than through _wrap.around: this runs on every job.
+        if is_async_handler(handler):
+            async_handler = cast(Callable[[Job], Awaitable[object]], handler)
+
+            async def with_id_async(job: Job) -> object:
+                _ensure(job, header)
+                return await async_handler(job)
+
+            return with_id_async
+
+        def with_id(job: Job) -> object:
+            _ensure(job, header)
+            return handler(job)
+
+        return with_id
 
     return adapter
 
 
-def _nothing(job: Job, state: None, raised: BaseException | None) -> None:
-    return None
+def _ensure(job: Job, header: str) -> None:
+    ctx = job.ctx
+    if ctx.get(REQUEST_ID):
+        return
+    given = job.args.get(header)
+    ctx.set(REQUEST_ID, str(given) if given else new_request_id())
