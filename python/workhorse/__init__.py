@@ -24,13 +24,14 @@ from workhorse.errors import (
     UnknownHandler,
     WorkerStopped,
 )
+from workhorse.execution import Execution, Schedule
 from workhorse.executor import Executor
 from workhorse.job import Context, Job, Session, Trace
 from workhorse.middleware import Adapter, Handler, adapt, run_safely
 from workhorse.server import Server, serve
 from workhorse.sources import Channel
 from workhorse.status import Status
-from workhorse.worker import Execution, Schedule, Worker
+from workhorse.worker import Worker
 
 __version__ = "0.1.0"
 

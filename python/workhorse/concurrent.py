@@ -17,10 +17,11 @@ from typing import Any
 
 from workhorse import _core
 from workhorse.errors import InvalidHandler, UnknownHandler
+from workhorse.execution import Schedule
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler
 from workhorse.sources import Channel, pump_thread, source_kind
-from workhorse.worker import Schedule, Worker
+from workhorse.worker import Worker
 
 __all__ = ["ConcurrentJob", "PerformWith", "live_concurrent_jobs"]
 

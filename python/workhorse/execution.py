@@ -1,0 +1,198 @@
+"""Handles the Worker returns: Execution (one perform) and Schedule (a timer, interval or receive).
+
+Both are resolved by the worker's executor threads; waiting on them uses one condition for the
+whole process, because waiting is rare and a lock per execution is not free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from workhorse.job import Job
+from workhorse.middleware import Handler
+from workhorse.status import Status
+
+if TYPE_CHECKING:
+    from workhorse.worker import Worker
+
+__all__ = ["Execution", "Schedule"]
+
+_done_cond = threading.Condition()
+
+
+class Execution:
+    """Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`."""
+
+    __slots__ = (
+        "job",
+        "_handler",
+        "schedule",
+        "_status",
+        "error",
+        "_done",
+        "_waiters",
+        "_futures",
+    )
+
+    def __init__(
+        self, job: Job, handler: Handler | None = None, schedule: Schedule | None = None
+    ) -> None:
+        self.job = job
+        self._handler = handler
+        self.schedule = schedule
+        self._status = Status.UNKNOWN
+        self.error: BaseException | None = None
+        self._done = False
+        self._waiters = 0
+        self._futures: list[asyncio.Future[Status]] | None = None
+
+    @property
+    def status(self) -> Status:
+        """The final status once done; TIMEOUT once the job's deadline passed; else UNKNOWN."""
+        if not self._done and self._past_deadline():
+            return Status.TIMEOUT
+        return self._status
+
+    def done(self) -> bool:
+        return self._done
+
+    def _past_deadline(self) -> bool:
+        ctx = self.job._ctx
+        deadline = None if ctx is None else ctx.deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _finish(self, status: Status, error: BaseException | None) -> None:
+        self._status = status
+        self.error = error
+        self._done = True
+        if self._waiters:
+            with _done_cond:
+                _done_cond.notify_all()
+        futures = self._futures
+        if futures:
+            for fut in futures:
+                fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+        schedule = self.schedule
+        if schedule is not None:
+            # The schedule keeps its execution; dropping the way back leaves no reference cycle.
+            self.schedule = None
+            schedule._end()
+
+    def wait(self, timeout: float | None = None) -> Status:
+        """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with _done_cond:
+            self._waiters += 1
+            try:
+                while not self._done:
+                    if self._past_deadline():
+                        return Status.TIMEOUT
+                    now = time.monotonic()
+                    if end is not None and now >= end:
+                        break
+                    # Re-check at the deadline, which is only known once the execution starts.
+                    slice_ = 0.05 if self.job.timeout is not None else None
+                    remaining = None if end is None else end - now
+                    if slice_ is not None:
+                        remaining = slice_ if remaining is None else min(slice_, remaining)
+                    _done_cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+        return self.status
+
+    def __await__(self) -> Generator[Any, None, Status]:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Status:
+        if self._done:
+            return self._status
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Status] = loop.create_future()
+        with _done_cond:
+            if self._futures is None:
+                self._futures = []
+            self._futures.append(fut)
+        if self._done and not fut.done():  # finished while we registered
+            fut.set_result(self._status)
+        if self.job.timeout is None:
+            return await fut
+        # The deadline is only known once the execution starts: look again every 50 ms.
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), 0.05)
+            except (asyncio.TimeoutError, TimeoutError):
+                if self._past_deadline():
+                    return Status.TIMEOUT
+
+    def __repr__(self) -> str:
+        return f"Execution({self.job.handler!r}, status={self.status!r})"
+
+
+def _resolve(fut: asyncio.Future[Status], status: Status) -> None:
+    if not fut.done():
+        fut.set_result(status)
+
+
+class Schedule:
+    """Handle of a timer, interval or receive schedule: `cancel()`, `done()`, `wait()`."""
+
+    __slots__ = ("_worker", "key", "kind", "_ended", "_waiters", "_stop", "execution")
+
+    def __init__(self, worker: Worker, key: int, kind: str) -> None:
+        self._worker = worker
+        self.key = key
+        self.kind = kind
+        self._ended = False
+        self._waiters = 0
+        self._stop = False
+        self.execution: Execution | None = None
+
+    def cancel(self) -> bool:
+        """Stop the schedule; runs already started finish. False if it had already ended."""
+        if self._ended:
+            return False
+        self._stop = True
+        cancelled = self._worker._core.cancel(self.key)
+        if self.kind in ("at", "in") and cancelled:
+            self._worker._once.pop(self.key, None)
+            if self.execution is not None:
+                # It will never run: resolve it so nobody waits forever.
+                self.execution._finish(Status.NO_RESPONSE, None)
+            self._end()
+        return cancelled
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop
+
+    def done(self) -> bool:
+        """True once the schedule produces nothing more and its last run finished."""
+        return self._ended
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done() (a receive source closed, a timer ran); False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with _done_cond:
+            self._waiters += 1
+            try:
+                while not self._ended:
+                    remaining = None if end is None else end - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    _done_cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+        return True
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._waiters:
+            with _done_cond:
+                _done_cond.notify_all()
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.kind}, key={self.key}, done={self._ended})"
