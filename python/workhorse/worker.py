@@ -588,12 +588,7 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             live.discard(ctx)
-        status = ctx.status
-        if status is _UNKNOWN:
-            status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
-        elif type(status) is not Status:
-            status = ctx.status = _as_status(status)
-        return status
+        return _final_status(ctx)
 
     async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> Status:
         ctx = self._new_context(job, due)
@@ -610,12 +605,7 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             self._live.discard(ctx)
-        status = ctx.status
-        if status is _UNKNOWN:
-            status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
-        elif type(status) is not Status:
-            status = ctx.status = _as_status(status)
-        return status
+        return _final_status(ctx)
 
     def _sync_loop(self) -> None:
         # One execution per take: a handler that blocks must not hold up others it had taken.
@@ -752,6 +742,16 @@ class Worker:
             status = await self._run_async(job, rep.handler, due)
         finally:
             self._core.done(key, status)
+
+
+def _final_status(ctx: Context) -> Status:
+    """The status an execution ends with, once its adapters are done with it."""
+    status = ctx.status
+    if status is _UNKNOWN:
+        status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
+    elif type(status) is not Status:
+        status = ctx.status = _as_status(status)
+    return status
 
 
 def _as_status(code: int) -> Status:
