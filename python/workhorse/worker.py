@@ -424,6 +424,11 @@ class Worker:
     def _perform_sync(self, job: Job, handler: Handler, is_async: bool) -> Status:
         # Runs in the caller's thread, as go-work's sync perform; the core counts it in flight so
         # `running`, `stop()` and the permits of other executions see it.
+        if is_async and self._on_own_loop():
+            raise RuntimeError(
+                "perform(sync=True) of an async handler would block its own event loop; "
+                "use `await worker.perform(job)` instead"
+            )
         try:
             self._core.begin_inline()
         except _core.CoreError:
@@ -441,15 +446,6 @@ class Worker:
     def _perform_inline(self, job: Job, handler: Handler, is_async: bool) -> Status:
         if is_async:
             loop = self._ensure_loop()
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                raise RuntimeError(
-                    "perform(sync=True) of an async handler would block its own event loop; "
-                    "use `await worker.perform(job)` instead"
-                )
             status = asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
         else:
             status = self._run_job(job, handler)
