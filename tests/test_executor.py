@@ -326,3 +326,37 @@ def test_a_burst_of_calls_completes_each_future_exactly_once(make_executor):
     done, not_done = cf.wait(futures, timeout=5)
     assert not not_done
     assert sorted(called) == list(range(2000))
+
+
+def test_initializer_runs_in_each_thread_before_its_calls():
+    seen = threading.local()
+    inits = []
+
+    def init(tag):
+        seen.tag = tag
+        inits.append(threading.get_ident())
+
+    with wh.Executor(max_workers=2, initializer=init, initargs=("ready",)) as ex:
+        tags = list(ex.map(lambda _: seen.tag, range(20)))
+    assert tags == ["ready"] * 20
+    assert 1 <= len(inits) <= 2 and len(set(inits)) == len(inits)
+
+
+def test_a_failing_initializer_breaks_the_pool():
+    from concurrent.futures.thread import BrokenThreadPool
+
+    def init():
+        raise RuntimeError("no database")
+
+    ex = wh.Executor(max_workers=1, initializer=init)
+    first = ex.submit(lambda: 1)
+    with pytest.raises(BrokenThreadPool):
+        first.result(timeout=5)
+    with pytest.raises(BrokenThreadPool):
+        ex.submit(lambda: 2)
+    ex.shutdown(wait=True)  # returns: nothing is left to wait for
+
+
+def test_initializer_must_be_callable():
+    with pytest.raises(TypeError, match="initializer"):
+        wh.Executor(initializer=42)  # type: ignore[arg-type]

@@ -146,6 +146,8 @@ class Worker:
         self._feeder: threading.Thread | None = None
         self._started = False
         self._stopped = False
+        # Run by each executor thread before its first execution; False stops the thread.
+        self._thread_init: Callable[[], bool] | None = None
         _workers.add(self)
 
     # -- registration -------------------------------------------------------------------------
@@ -605,6 +607,9 @@ class Worker:
 
     def _sync_loop(self) -> None:
         # One execution per take: a handler that blocks must not hold up others it had taken.
+        # A failed thread initializer (Executor) breaks the pool: this thread then fails every
+        # call it takes instead of running it, so none waits forever.
+        broken = self._thread_init is not None and not self._thread_init()
         core = self._core
         take_one = core.take_one
         ready: tuple[int, Any, float, bool] | tuple[()] | None = ()
@@ -619,7 +624,18 @@ class Worker:
                 # holds up the next ready execution.
                 with self._lock:
                     self._spawn_sync_thread()
-            self._run_key(*ready)
+            if broken:
+                self._fail_call(ready[0])
+            else:
+                self._run_key(*ready)
+
+    def _fail_call(self, key: int) -> None:
+        from concurrent.futures.thread import BrokenThreadPool
+
+        rec = self._once.pop(key, None)
+        if isinstance(rec, _Call) and rec.set_running_or_notify_cancel():
+            rec.set_exception(BrokenThreadPool("A thread initializer failed, the pool is broken"))
+        self._core.done(key, Status.UNAVAILABLE)
 
     def _run_key(self, key: int, item: Any, due: float, ended: bool) -> None:
         rec = self._once.pop(key, None)
