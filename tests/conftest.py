@@ -136,3 +136,11 @@ def run_async() -> Callable[..., Any]:
         return asyncio.run(asyncio.wait_for(coro, timeout))
 
     return run
+
+
+@pytest.fixture
+def registry():
+    """A fresh Prometheus registry per test (prometheus_client is a dev dependency)."""
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from support import run
 
 from workhorse.adapters import HealthCheck, health
 from workhorse.errors import ArgError
@@ -19,13 +18,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def run(handler: Handler, job: Job) -> Status:
-    out = handler(job)
-    if asyncio.iscoroutine(out):
-        asyncio.run(out)
-    return job.ctx.status
 
 
 def outcome(job: Job) -> None:

@@ -10,11 +10,12 @@ from datetime import datetime
 from typing import Any, cast
 
 import pytest
+from support import run
 
 from workhorse.adapters import aggregate_logging
 from workhorse.errors import ArgError
 from workhorse.job import Job
-from workhorse.middleware import Handler, adapt, apply_status_rules, is_async_handler
+from workhorse.middleware import adapt, apply_status_rules, is_async_handler
 from workhorse.status import Status
 
 app = logging.getLogger("test.app")
@@ -42,13 +43,6 @@ def out() -> Iterator[tuple[logging.Logger, Records]]:
     app.setLevel(logging.DEBUG)
     yield logger, records
     logger.removeHandler(records)
-
-
-def run(handler: Handler, job: Job) -> Status:
-    result = handler(job)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
-    return job.ctx.status
 
 
 def lines(fields: dict[str, Any]) -> list[tuple[str, str]]:

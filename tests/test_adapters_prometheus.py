@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from support import run
 
 import workhorse.concurrent
 import workhorse.worker
@@ -19,18 +20,6 @@ from workhorse.errors import ArgError
 from workhorse.job import Context, Job
 from workhorse.middleware import Adapter, Handler, adapt, apply_status_rules, is_async_handler
 from workhorse.status import Status
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-def run(handler: Handler, job: Job) -> Status:
-    out = handler(job)
-    if asyncio.iscoroutine(out):
-        asyncio.run(out)
-    return job.ctx.status
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

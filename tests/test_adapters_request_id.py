@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
+from support import run
 
 from workhorse.adapters import REQUEST_ID, request_id
 from workhorse.job import Job
 from workhorse.middleware import Handler, adapt, apply_status_rules, is_async_handler
 from workhorse.status import Status
-
-
-def run(handler: Handler, job: Job) -> Status:
-    out = handler(job)
-    if asyncio.iscoroutine(out):
-        asyncio.run(out)
-    return job.ctx.status
 
 
 def seen_by_handler() -> tuple[Handler, list[str]]:

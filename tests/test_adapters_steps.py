@@ -6,23 +6,12 @@ import asyncio
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support import run
 
 from workhorse.adapters import step_timings
 from workhorse.job import Job
-from workhorse.middleware import Handler, adapt, apply_status_rules, is_async_handler
+from workhorse.middleware import adapt, apply_status_rules, is_async_handler
 from workhorse.status import Status
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-def run(handler: Handler, job: Job) -> Status:
-    out = handler(job)
-    if asyncio.iscoroutine(out):
-        asyncio.run(out)
-    return job.ctx.status
 
 
 def count(registry: CollectorRegistry, handler: str, step: str) -> float | None:

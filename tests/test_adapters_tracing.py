@@ -12,11 +12,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support import run
 
 from workhorse.adapters import tracing
 from workhorse.errors import ArgError
 from workhorse.job import Context, Job
-from workhorse.middleware import Handler, adapt, apply_status_rules, is_async_handler
+from workhorse.middleware import adapt, apply_status_rules, is_async_handler
 from workhorse.status import Status
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -33,13 +34,6 @@ def provider(exporter: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
-
-
-def run(handler: Handler, job: Job) -> Status:
-    out = handler(job)
-    if asyncio.iscoroutine(out):
-        asyncio.run(out)
-    return job.ctx.status
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:

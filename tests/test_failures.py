@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from support import status_observer
 
 import workhorse as wh
 
@@ -355,24 +356,7 @@ def test_a_base_exception_in_an_async_handler_with_a_timeout_never_kills_the_loo
 def test_adapters_see_the_final_status_when_a_handler_raises_system_exit(make_worker, kind):
     seen = []
 
-    def observe(next_handler):
-        if kind == "async":
-
-            async def handler(job):
-                try:
-                    return await next_handler(job)
-                finally:
-                    seen.append(job.ctx.status)
-
-        else:
-
-            def handler(job):
-                try:
-                    return next_handler(job)
-                finally:
-                    seen.append(job.ctx.status)
-
-        return handler
+    observe = status_observer(seen)
 
     def plain(job):
         raise SystemExit(1)
@@ -477,16 +461,7 @@ def test_perform_sync_past_the_timeout_returns_timeout(worker):
 def test_adapters_see_timeout_on_the_way_out(make_worker, wait_until):
     seen = []
 
-    def observe(next_handler):
-        def handler(job):
-            try:
-                return next_handler(job)
-            finally:
-                seen.append(job.ctx.status)
-
-        return handler
-
-    worker = make_worker(adapters=[observe]).start()
+    worker = make_worker(adapters=[status_observer(seen)]).start()
     worker.register("slow", lambda job: time.sleep(0.04))
     worker.perform(wh.Job("slow", timeout=0.01)).wait(2)
     assert wait_until(lambda: seen)

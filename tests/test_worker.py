@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from support import status_observer
 
 import workhorse as wh
 
@@ -249,14 +250,7 @@ def test_worker_adapters_wrap_outside_the_handlers_own(make_worker):
 def test_every_adapter_sees_the_final_status_on_the_way_out(make_worker, behaviour, expected):
     seen = []
 
-    def observe(next_handler):
-        def handler(job):
-            try:
-                return next_handler(job)
-            finally:
-                seen.append(job.ctx.status)
-
-        return handler
+    observe = status_observer(seen)
 
     def handler(job):
         if behaviour == "raise":

@@ -1,0 +1,43 @@
+"""Helpers shared by the adapter tests: run an adapted handler without a Worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from workhorse.job import Job
+from workhorse.middleware import Handler, is_async_handler
+from workhorse.status import Status
+
+
+def run(handler: Handler, job: Job) -> Status:
+    """Call handler(job), driving it to the end if it is async; the job's final status."""
+    out = handler(job)
+    if asyncio.iscoroutine(out):
+        asyncio.run(out)
+    return job.ctx.status
+
+
+def status_observer(seen: list[Status]) -> Callable[[Handler], Handler]:
+    """An adapter that appends the status it sees on the way out (sync or async handlers)."""
+
+    def observe(next_handler: Handler) -> Handler:
+        if is_async_handler(next_handler):
+
+            async def observed_async(job: Job) -> object:
+                try:
+                    return await next_handler(job)  # type: ignore[misc]
+                finally:
+                    seen.append(job.ctx.status)
+
+            return observed_async
+
+        def observed(job: Job) -> object:
+            try:
+                return next_handler(job)
+            finally:
+                seen.append(job.ctx.status)
+
+        return observed
+
+    return observe
