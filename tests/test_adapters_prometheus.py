@@ -174,7 +174,7 @@ FIGURES = {
     "in_flight": 4.0,
     "permits": 10.0,
     "interval_ticks_total": 7.0,
-    "interval_skipped_total": 2.0,
+    "interval_skipped_ticks_total": 2.0,
     "interval_lateness_seconds_sum": 0.5,
     "interval_lateness_seconds_max": 0.2,
 }

@@ -119,8 +119,11 @@ impl Channel {
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let until = deadline(timeout)?;
         loop {
-            if let Ok(item) = self.rx.try_recv() {
-                return Ok(item);
+            match self.rx.try_recv() {
+                Ok(item) => return Ok(item),
+                // Closed and drained: that, not a timeout, even with timeout=0.
+                Err(flume::TryRecvError::Disconnected) => return Err(Error::ChannelClosed.into()),
+                Err(flume::TryRecvError::Empty) => {}
             }
             let Some(wait) = slice_until(until) else {
                 return Err(Error::Timeout("channel recv").into());

@@ -9,7 +9,7 @@
 
 use crate::channel::Channel;
 use crate::errors::{Error, Result};
-use crate::runtime::{handle, now_ns, ns_to_secs, secs_to_ns};
+use crate::runtime::{handle, not_nan, now_ns, ns_to_secs, secs_to_ns, timeout_arg};
 use crate::timers::timers;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
@@ -49,9 +49,12 @@ enum Source {
     /// Fixed-rate clock: tick n is due at start + n * period.
     Interval { sync: bool },
     /// A receive loop on the tokio runtime; `wake` tells it a permit or a cancel happened.
+    /// `drain`: the channel is a private pump's (a queue or iterable source), which closes it at
+    /// stop; the loop goes on until then, so that items the pump took are run, not dropped.
     Receive {
         wake: Arc<Notify>,
         max_outstanding: u32,
+        drain: bool,
     },
 }
 
@@ -166,7 +169,7 @@ impl Inner {
             if let Some(me) = self.me.upgrade() {
                 st.watchdog = true;
                 st.watch_taken = st.taken;
-                timers().schedule(&me, WATCHDOG, now_ns() + st.watch_period);
+                timers().schedule(&me, WATCHDOG, now_ns().saturating_add(st.watch_period));
             }
         }
     }
@@ -198,6 +201,11 @@ impl Inner {
             let lane = entry.lane;
             st.entries.remove(&key);
             self.push_marker(st, key, lane);
+            if Self::finished(st) {
+                self.lanes[SYNC].notify_all();
+                self.lanes[ASYNC].notify_all();
+                self.idle.notify_all();
+            }
         }
         true
     }
@@ -236,7 +244,7 @@ impl Inner {
                 }
                 st.watchdog = true;
                 st.watch_taken = st.taken;
-                rearm.push((WATCHDOG, now + st.watch_period));
+                rearm.push((WATCHDOG, now.saturating_add(st.watch_period)));
                 continue;
             }
             let Some(entry) = st.entries.get_mut(&key) else {
@@ -252,7 +260,10 @@ impl Inner {
                     if entry.ended {
                         continue;
                     }
-                    rearm.push((key, deadline + entry.period));
+                    if deadline == u64::MAX {
+                        continue; // saturated: a tick centuries away never comes
+                    }
+                    rearm.push((key, deadline.saturating_add(entry.period)));
                     let late = now.saturating_sub(deadline);
                     figures.ticks += 1;
                     figures.lateness_sum += late;
@@ -290,12 +301,13 @@ impl Inner {
     /// Called by a receive loop for each item; false when the entry is gone.
     fn received(&self, key: u64, item: Py<PyAny>) -> std::result::Result<(), Py<PyAny>> {
         let mut st = self.state.lock();
-        if st.closed {
-            return Err(item);
-        }
+        let closed = st.closed;
         let Some(entry) = st.entries.get_mut(&key) else {
             return Err(item);
         };
+        if closed && !entry.drains() {
+            return Err(item);
+        }
         entry.outstanding += 1;
         let lane = entry.lane;
         st.figures.received += 1;
@@ -313,11 +325,8 @@ impl Inner {
     /// Whether a receive loop may take another item now (None: the loop must end).
     fn receive_room(&self, key: u64) -> Option<bool> {
         let st = self.state.lock();
-        if st.closed {
-            return None;
-        }
         let entry = st.entries.get(&key)?;
-        if entry.ended {
+        if entry.ended || (st.closed && !entry.drains()) {
             return None;
         }
         match entry.source {
@@ -326,6 +335,12 @@ impl Inner {
             } => Some(entry.outstanding < max_outstanding),
             _ => None,
         }
+    }
+
+    /// Closed, and nothing more can become ready: no execution waits for a permit and no
+    /// draining receive entry is left (only then may executor threads and `wait_idle` finish).
+    fn finished(st: &State) -> bool {
+        st.closed && st.due.is_empty() && st.entries.is_empty()
     }
 
     fn complete(&self, st: &mut State, key: u64, status: i32) {
@@ -341,8 +356,18 @@ impl Inner {
                 let lane = entry.lane;
                 st.entries.remove(&key);
                 self.push_marker(st, key, lane);
+                if Self::finished(st) {
+                    self.lanes[SYNC].notify_all();
+                    self.lanes[ASYNC].notify_all();
+                }
             }
         }
+    }
+}
+
+impl Entry {
+    fn drains(&self) -> bool {
+        matches!(self.source, Source::Receive { drain: true, .. })
     }
 }
 
@@ -449,7 +474,7 @@ impl Dispatcher {
 
     /// Run `key` once at `when` (time.monotonic() seconds).
     fn schedule_at(&self, key: u64, when: f64, is_async: bool) -> PyResult<()> {
-        let deadline = secs_to_ns(when);
+        let deadline = secs_to_ns(not_nan("when", when)?);
         {
             let mut st = self.inner.state.lock();
             check_key_free(&st, key)?;
@@ -476,6 +501,7 @@ impl Dispatcher {
             );
         }
         let period = secs_to_ns(period).max(1);
+        let first = not_nan("first", first)?;
         {
             let mut st = self.inner.state.lock();
             check_key_free(&st, key)?;
@@ -495,7 +521,16 @@ impl Dispatcher {
     }
 
     /// Run `key` once per item received from `channel`; `sync` keeps one execution at a time.
-    fn receive(&self, key: u64, channel: &Channel, sync: bool, is_async: bool) -> PyResult<()> {
+    /// `drain`: the channel is a private pump's; items it still delivers after `close` are run.
+    #[pyo3(signature = (key, channel, sync, is_async, drain=false))]
+    fn receive(
+        &self,
+        key: u64,
+        channel: &Channel,
+        sync: bool,
+        is_async: bool,
+        drain: bool,
+    ) -> PyResult<()> {
         let wake = Arc::new(Notify::new());
         {
             let mut st = self.inner.state.lock();
@@ -507,6 +542,7 @@ impl Dispatcher {
                     source: Source::Receive {
                         wake: wake.clone(),
                         max_outstanding,
+                        drain,
                     },
                     lane: lane_of(is_async),
                     outstanding: 0,
@@ -545,6 +581,9 @@ impl Dispatcher {
                 st.entries.remove(&key);
                 true
             }
+            // A private pump's channel: the pump stops taking from its source and closes the
+            // channel; what it took still runs, then the entry ends.
+            Some(entry) if entry.drains() => !entry.ended,
             Some(_) => self.inner.end_source(&mut st, key),
             None => false,
         }
@@ -562,6 +601,7 @@ impl Dispatcher {
         timeout: f64,
         returning: bool,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let timeout = timeout_arg("timeout", timeout)?;
         let Some(batch) = self.wait_ready(py, is_async, max_n, timeout, returning) else {
             return Ok(None);
         };
@@ -580,6 +620,7 @@ impl Dispatcher {
         timeout: f64,
         returning: bool,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let timeout = timeout_arg("timeout", timeout)?;
         match self.wait_ready(py, false, 1, timeout, returning) {
             None => Ok(None),
             Some(batch) => match batch.into_iter().next() {
@@ -617,53 +658,80 @@ impl Dispatcher {
     }
 
     /// Stop every source and return the keys of executions that never started (due or ready).
+    ///
+    /// Items already received from a channel are not dropped: they stay due or ready and are
+    /// run by the executor threads, which go on until nothing more can become ready. Python
+    /// objects are dropped only after the lock is released (a `__del__` may run Python code that
+    /// calls back into this dispatcher from another thread).
     fn close(&self) -> Vec<u64> {
         let mut unstarted = Vec::new();
+        let mut dropped: Vec<Ready> = Vec::new();
         {
-            let mut st = self.inner.state.lock();
+            let mut guard = self.inner.state.lock();
+            let st = &mut *guard;
             if st.closed {
                 return unstarted;
             }
             st.closed = true;
-            unstarted.extend(st.due.drain(..).map(|r| r.key));
+            let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) =
+                st.due.drain(..).partition(|r| r.payload.is_some());
+            st.due = keep;
+            unstarted.extend(drop.iter().map(|r| r.key));
+            dropped.extend(drop);
             for lane in [SYNC, ASYNC] {
-                let ready: Vec<Ready> = st.ready[lane].drain(..).collect();
-                for r in ready.into_iter().filter(|r| !r.ended) {
-                    st.in_flight = st.in_flight.saturating_sub(1);
-                    unstarted.push(r.key);
-                }
+                let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) = st.ready[lane]
+                    .drain(..)
+                    .partition(|r| r.payload.is_some() || r.ended);
+                st.ready[lane] = keep;
+                st.in_flight = st.in_flight.saturating_sub(drop.len());
+                unstarted.extend(drop.iter().map(|r| r.key));
+                dropped.extend(drop);
             }
-            for entry in st.entries.values() {
+            // Timers and intervals go; receive entries end (a private pump's drains first) and
+            // send their end marker once their received items have run.
+            st.entries
+                .retain(|_, entry| matches!(entry.source, Source::Receive { .. }));
+            let receiving: Vec<u64> = st.entries.keys().copied().collect();
+            for key in receiving {
+                let entry = &st.entries[&key];
                 if let Source::Receive { wake, .. } = &entry.source {
                     wake.notify_one();
                 }
+                if !entry.drains() {
+                    self.inner.end_source(st, key);
+                }
             }
-            st.entries.clear();
             for lane in &self.inner.lanes {
                 lane.notify_all();
             }
             self.inner.idle.notify_all();
         }
         timers().purge(&self.inner);
+        drop(dropped);
         unstarted
     }
 
-    /// Wait (GIL released) until no execution is in flight; false on timeout. Waits in slices and
-    /// looks for signals between them, so Ctrl-C interrupts a stop that waits forever.
+    /// Wait (GIL released) until no execution is in flight and none can start; false on timeout.
+    /// Waits in slices and looks for signals between them, so Ctrl-C interrupts a stop that
+    /// waits forever.
     fn wait_idle(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let until = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.clamp(0.0, 1e6)));
+        let timeout = timeout.map(|t| timeout_arg("timeout", t)).transpose()?;
+        let until = timeout.map(|t| Instant::now() + crate::runtime::capped_duration(t));
         loop {
             let inner = self.inner.clone();
             let idle = py.detach(move || {
                 let slice = Instant::now() + Duration::from_millis(100);
                 let end = until.map_or(slice, |u| u.min(slice));
                 let mut st = inner.state.lock();
-                while st.in_flight > 0 || !st.due.is_empty() {
+                let busy = |st: &State| {
+                    st.in_flight > 0 || !st.due.is_empty() || (st.closed && !st.entries.is_empty())
+                };
+                while busy(&st) {
                     if inner.idle.wait_until(&mut st, end).timed_out() {
                         break;
                     }
                 }
-                st.in_flight == 0 && st.due.is_empty()
+                !busy(&st)
             });
             if idle {
                 return Ok(true);
@@ -685,38 +753,62 @@ impl Dispatcher {
         self.inner.state.lock().closed
     }
 
-    /// Figures of the core, read at scrape time by the Prometheus collector.
+    /// Figures of the core, read at scrape time by the Prometheus collector. Copied under the
+    /// lock, turned into Python objects after it is released.
     fn figures<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.inner.state.lock();
-        let scheduled = st
-            .entries
-            .values()
-            .filter(|e| !e.ended && matches!(e.source, Source::Timer | Source::Interval { .. }))
-            .count();
-        let receiving = st
-            .entries
-            .values()
-            .filter(|e| !e.ended && matches!(e.source, Source::Receive { .. }))
-            .count();
-        let f = &st.figures;
+        let (counts, by_status, buckets, skipped, late_sum, late_max) = {
+            let st = self.inner.state.lock();
+            let scheduled = st
+                .entries
+                .values()
+                .filter(|e| !e.ended && matches!(e.source, Source::Timer | Source::Interval { .. }))
+                .count();
+            let receiving = st
+                .entries
+                .values()
+                .filter(|e| !e.ended && matches!(e.source, Source::Receive { .. }))
+                .count();
+            let f = &st.figures;
+            let counts: [(&str, u64); 10] = [
+                ("scheduled", scheduled as u64),
+                ("receiving", receiving as u64),
+                ("due", st.due.len() as u64),
+                (
+                    "ready",
+                    (st.ready[SYNC].len() + st.ready[ASYNC].len()) as u64,
+                ),
+                ("in_flight", st.in_flight as u64),
+                ("permits", st.limit as u64),
+                ("submitted_total", f.submitted),
+                ("completed_total", f.completed),
+                ("received_total", f.received),
+                ("interval_ticks_total", f.ticks),
+            ];
+            let by_status: Vec<(i32, u64)> = f.by_status.iter().map(|(k, v)| (*k, *v)).collect();
+            (
+                counts,
+                by_status,
+                f.lateness_buckets,
+                f.skipped_ticks,
+                f.lateness_sum,
+                f.lateness_max,
+            )
+        };
         let d = PyDict::new(py);
-        d.set_item("scheduled", scheduled)?;
-        d.set_item("receiving", receiving)?;
-        d.set_item("due", st.due.len())?;
-        d.set_item("ready", st.ready[SYNC].len() + st.ready[ASYNC].len())?;
-        d.set_item("in_flight", st.in_flight)?;
-        d.set_item("permits", st.limit)?;
-        d.set_item("submitted_total", f.submitted)?;
-        d.set_item("completed_total", f.completed)?;
-        d.set_item("received_total", f.received)?;
-        d.set_item("interval_ticks_total", f.ticks)?;
-        d.set_item("interval_skipped_total", f.skipped_ticks)?;
-        d.set_item("interval_lateness_seconds_sum", ns_to_secs(f.lateness_sum))?;
-        d.set_item("interval_lateness_seconds_max", ns_to_secs(f.lateness_max))?;
-        d.set_item("by_status", f.by_status.clone().into_pyobject(py)?)?;
+        for (name, value) in counts {
+            d.set_item(name, value)?;
+        }
+        d.set_item("interval_skipped_ticks_total", skipped)?;
+        d.set_item("interval_lateness_seconds_sum", ns_to_secs(late_sum))?;
+        d.set_item("interval_lateness_seconds_max", ns_to_secs(late_max))?;
+        let statuses = PyDict::new(py);
+        for (status, count) in by_status {
+            statuses.set_item(status, count)?;
+        }
+        d.set_item("by_status", statuses)?;
         let bounds: Vec<f64> = LATENESS_BOUNDS_NS.iter().map(|&b| ns_to_secs(b)).collect();
         d.set_item("interval_lateness_bounds", bounds)?;
-        d.set_item("interval_lateness_buckets", f.lateness_buckets.to_vec())?;
+        d.set_item("interval_lateness_buckets", buckets.to_vec())?;
         Ok(d)
     }
 }
@@ -757,7 +849,7 @@ impl Dispatcher {
                 if !batch.is_empty() {
                     break batch;
                 }
-                if st.closed {
+                if Inner::finished(&st) {
                     return None;
                 }
             }
@@ -768,7 +860,7 @@ impl Dispatcher {
             py.detach(move || {
                 let mut st = inner.state.lock();
                 st.waiting[lane] += 1;
-                while st.ready[lane].is_empty() && !st.closed {
+                while st.ready[lane].is_empty() && !Inner::finished(&st) {
                     if inner.lanes[lane].wait_until(&mut st, until).timed_out() {
                         break;
                     }

@@ -24,7 +24,7 @@ impl Ramp {
         let free = self.running.iter().position(|r| !r);
         let Some(next_tick) = self.next_tick else {
             // First call: slot 1 at once, the clock starts now.
-            self.next_tick = Some(now + self.interval);
+            self.next_tick = Some(now.saturating_add(self.interval));
             return (free.map(|s| self.fill(s)), None);
         };
         if self.interval == 0 {
@@ -35,7 +35,7 @@ impl Ramp {
         }
         // One slot per tick; ticks missed while nothing was free are not saved up.
         let behind = (now - next_tick) / self.interval + 1;
-        self.next_tick = Some(next_tick + behind * self.interval);
+        self.next_tick = Some(next_tick.saturating_add(behind.saturating_mul(self.interval)));
         match free {
             Some(s) => (Some(self.fill(s)), None),
             None => (None, self.next_tick),
@@ -83,10 +83,11 @@ impl OnRamp {
 
     /// The 1-based slot to fill next, waiting up to `timeout` s (GIL released); None on timeout,
     /// 0 once closed.
-    fn next_slot(&self, py: Python<'_>, timeout: f64) -> Option<usize> {
+    fn next_slot(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<usize>> {
+        let timeout = crate::runtime::timeout_arg("timeout", timeout)?;
         let inner = self.inner.clone();
-        let until = now_ns() + secs_to_ns(timeout);
-        py.detach(move || {
+        let until = now_ns().saturating_add(secs_to_ns(timeout));
+        Ok(py.detach(move || {
             let (lock, cv) = &*inner;
             let mut ramp = lock.lock();
             loop {
@@ -102,12 +103,13 @@ impl OnRamp {
                 if now >= until {
                     return None;
                 }
+                // At most a second at a time: a start_interval of centuries never overflows.
                 cv.wait_for(
                     &mut ramp,
-                    Duration::from_nanos(wake.saturating_sub(now).max(1)),
+                    Duration::from_nanos(wake.saturating_sub(now).clamp(1, 1_000_000_000)),
                 );
             }
-        })
+        }))
     }
 
     /// The run in `slot` ended: it is refilled at the next tick.
@@ -122,9 +124,12 @@ impl OnRamp {
         Ok(())
     }
 
+    /// Stop on-ramping; no slot counts as running any more (the ConcurrentJob stops them all).
     fn close(&self) {
         let (lock, cv) = &*self.inner;
-        lock.lock().closed = true;
+        let mut ramp = lock.lock();
+        ramp.closed = true;
+        ramp.running.iter_mut().for_each(|r| *r = false);
         cv.notify_all();
     }
 
@@ -166,6 +171,14 @@ mod tests {
         r.running[0] = false;
         assert_eq!(r.poll(150).0, None);
         assert_eq!(r.poll(200).0, Some(1));
+    }
+
+    #[test]
+    fn a_start_interval_of_centuries_never_wraps() {
+        let mut r = ramp(2, u64::MAX);
+        assert_eq!(r.poll(5).0, Some(1));
+        assert_eq!(r.poll(1_000).0, None);
+        assert_eq!(r.next_tick, Some(u64::MAX));
     }
 
     #[test]

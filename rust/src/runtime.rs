@@ -4,6 +4,7 @@
 //! but none of its threads, so the runtime is keyed by pid: the child builds a fresh one and leaks
 //! the parent's (dropping it would try to join threads that do not exist in the child).
 
+use crate::errors::{Error, Result};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +65,41 @@ pub(crate) fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Seconds to nanoseconds, saturating: a time centuries away becomes `u64::MAX` (never), which
+/// callers add to only with saturating arithmetic. NaN is refused before it gets here.
 pub(crate) fn secs_to_ns(secs: f64) -> u64 {
-    if secs <= 0.0 {
+    if secs.is_nan() || secs <= 0.0 {
         0
     } else {
+        // `as` saturates at u64::MAX for values (and infinity) beyond it.
         (secs * 1e9) as u64
     }
+}
+
+/// A time or timeout argument from Python: NaN is a ValueError naming the argument.
+pub(crate) fn not_nan(name: &str, secs: f64) -> Result<f64> {
+    if secs.is_nan() {
+        return Err(Error::Invalid(format!(
+            "{name} must be a number of seconds, got nan"
+        )));
+    }
+    Ok(secs)
+}
+
+/// A timeout argument from Python: NaN or a negative value is a ValueError; infinity waits
+/// forever.
+pub(crate) fn timeout_arg(name: &str, secs: f64) -> Result<f64> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err(Error::Invalid(format!(
+            "{name} must be >= 0 seconds, got {secs}"
+        )));
+    }
+    Ok(secs)
+}
+
+/// A `Duration` of up to `secs` seconds that never overflows an `Instant` (capped at a year).
+pub(crate) fn capped_duration(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs.clamp(0.0, 365.0 * 86_400.0))
 }
 
 pub(crate) fn ns_to_secs(ns: u64) -> f64 {
@@ -87,6 +117,16 @@ mod tests {
         let b = now_ns();
         assert!(b - a >= 2_000_000);
         assert!((ns_to_secs(secs_to_ns(1.5)) - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn far_and_odd_seconds_saturate_instead_of_wrapping() {
+        assert_eq!(secs_to_ns(1e11), u64::MAX);
+        assert_eq!(secs_to_ns(f64::INFINITY), u64::MAX);
+        assert_eq!(secs_to_ns(f64::NAN), 0);
+        assert!(not_nan("t", f64::NAN).is_err());
+        assert!(timeout_arg("t", -1.0).is_err());
+        assert_eq!(capped_duration(f64::INFINITY).as_secs(), 365 * 86_400);
     }
 
     #[test]

@@ -145,9 +145,12 @@ impl Timers {
                     let now = now_ns();
                     match heap.items.peek() {
                         None => self.wake.wait(&mut heap),
-                        Some(top) if top.deadline + COALESCE_NS <= now => break,
+                        Some(top) if top.deadline.saturating_add(COALESCE_NS) <= now => break,
                         Some(top) => {
-                            let wait = top.deadline + COALESCE_NS - now;
+                            // A deadline of u64::MAX (centuries away) waits at most a day at a
+                            // time, so no Instant arithmetic overflows.
+                            let wait = (top.deadline.saturating_add(COALESCE_NS) - now)
+                                .min(86_400_000_000_000);
                             self.wake
                                 .wait_for(&mut heap, std::time::Duration::from_nanos(wait));
                         }

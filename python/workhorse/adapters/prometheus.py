@@ -366,8 +366,8 @@ class CoreCollector:
             labels=["worker"],
         )
         for worker, figures in workers.items():
-            if "interval_skipped_total" in figures:
-                skipped.add_metric([worker], figures["interval_skipped_total"])
+            if "interval_skipped_ticks_total" in figures:
+                skipped.add_metric([worker], figures["interval_skipped_ticks_total"])
             if "interval_ticks_total" in figures:
                 ticks.add_metric([worker], figures["interval_ticks_total"])
                 if "interval_lateness_seconds_sum" in figures:
