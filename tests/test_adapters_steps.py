@@ -41,7 +41,7 @@ def test_a_job_that_never_marks_gets_no_trace(registry: CollectorRegistry) -> No
     h = adapt(apply_status_rules(lambda job: None), step_timings(registry=registry))
     job = Job("quiet")
     run(h, job)
-    assert job._trace is None
+    assert job.ctx._trace is None
     assert "step=" not in repr(list(registry.collect()))
 
 

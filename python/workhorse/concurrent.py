@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from workhorse import _core
+from workhorse import _checks, _core
 from workhorse.errors import InvalidHandler, UnknownHandler
 from workhorse.execution import Schedule
 from workhorse.job import Job
@@ -73,17 +73,11 @@ class ConcurrentJob:
             raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-        if isinstance(start_interval, bool) or not isinstance(start_interval, (int, float)):
-            raise TypeError(f"start_interval must be seconds, got {type(start_interval).__name__}")
-        if not start_interval >= 0:
-            raise ValueError(f"start_interval must be >= 0 seconds, got {start_interval!r}")
+        start_interval = _checks.delay(start_interval, "start_interval")
         if perform_with in (PerformWith.EVERY_SYNC, PerformWith.EVERY_ASYNC):
             if every is None:
                 raise ValueError(f"every is required with {perform_with}")
-            if isinstance(every, bool) or not isinstance(every, (int, float)):
-                raise TypeError(f"every must be seconds, got {type(every).__name__}")
-            if not every > 0:
-                raise ValueError(f"every must be > 0 seconds, got {every!r}")
+            every = _checks.period(every, "every")
         if perform_with in (PerformWith.RECEIVE_SYNC, PerformWith.RECEIVE_ASYNC):
             if source is None:
                 raise ValueError(f"source is required with {perform_with}")
@@ -165,11 +159,16 @@ class ConcurrentJob:
                 ramp.release(slot)
                 ramp.close()
                 return
-            try:
-                self._fill(slot)
-            except Exception:  # noqa: BLE001 - a bad slot must not stop the others
-                logger.exception("%s: starting worker %d failed", self.name, slot)
-                ramp.release(slot)
+            # Under the lock stop() takes to set _stopped: a slot is filled before stop() looks at
+            # the workers, or not at all.
+            with self._lock:
+                if self._stopped:
+                    return
+                try:
+                    self._fill(slot)
+                except Exception:  # noqa: BLE001 - a bad slot must not stop the others
+                    logger.exception("%s: starting worker %d failed", self.name, slot)
+                    ramp.release(slot)
 
     def _worker(self, slot: int) -> Worker:
         worker = self._workers.get(slot)
@@ -219,6 +218,7 @@ class ConcurrentJob:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop ramping and every worker, waiting up to timeout for their runs."""
+        timeout = _checks.timeout(timeout)
         with self._lock:
             if self._stopped:
                 return

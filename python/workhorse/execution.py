@@ -7,12 +7,14 @@ whole process, because waiting is rare and a lock per execution is not free.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from workhorse.job import Job
+from workhorse import _checks
+from workhorse.job import Context, Job
 from workhorse.middleware import Handler
 from workhorse.status import Status
 
@@ -24,11 +26,20 @@ __all__ = ["Execution", "Schedule"]
 _done_cond = threading.Condition()
 
 
+def _after_fork_in_child() -> None:
+    global _done_cond
+    _done_cond = threading.Condition()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Execution:
     """Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`."""
 
     __slots__ = (
         "job",
+        "_ctx",
         "_handler",
         "schedule",
         "_status",
@@ -41,7 +52,10 @@ class Execution:
     def __init__(
         self, job: Job, handler: Handler | None = None, schedule: Schedule | None = None
     ) -> None:
+        # The job this execution runs: the job performed, or its fork when another execution of
+        # the same Job object was running when this one started. _ctx is this execution's own.
         self.job = job
+        self._ctx: Context | None = None
         self._handler = handler
         self.schedule = schedule
         self._status = Status.UNKNOWN
@@ -61,7 +75,7 @@ class Execution:
         return self._done
 
     def _past_deadline(self) -> bool:
-        ctx = self.job._ctx
+        ctx = self._ctx
         deadline = None if ctx is None else ctx.deadline
         return deadline is not None and time.monotonic() >= deadline
 
@@ -75,7 +89,10 @@ class Execution:
         futures = self._futures
         if futures:
             for fut in futures:
-                fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+                try:
+                    fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+                except RuntimeError:
+                    pass  # the awaiter's event loop is closed: nobody is left to tell
         schedule = self.schedule
         if schedule is not None:
             # The schedule keeps its execution; dropping the way back leaves no reference cycle.
@@ -84,6 +101,7 @@ class Execution:
 
     def wait(self, timeout: float | None = None) -> Status:
         """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
+        timeout = _checks.timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         with _done_cond:
             self._waiters += 1
@@ -175,6 +193,7 @@ class Schedule:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until done() (a receive source closed, a timer ran); False on timeout."""
+        timeout = _checks.timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         with _done_cond:
             self._waiters += 1

@@ -72,6 +72,9 @@ class Executor(_BaseExecutor):
         with self._shutdown_lock:
             self._shutdown = True
         worker = self._worker
+        if wait and worker._in_own_execution():
+            # As ThreadPoolExecutor: a call cannot wait for the pool that runs it to end.
+            raise RuntimeError("cannot shutdown(wait=True) from inside a call of this executor")
         if cancel_futures or not worker._started or self._broken:
             # A broken pool has no thread left to run what is queued: cancel it too.
             # Calls not yet started are cancelled by stop(); running ones finish.

@@ -10,20 +10,31 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from workhorse import _checks
 from workhorse.errors import ArgError
-from workhorse.status import Status
+from workhorse.status import Status, as_status
 
 __all__ = ["Context", "Job", "Session", "Trace"]
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
 
-# Job ids are unique per process without paying for uuid4 on every execution.
+# Job ids are unique per process without paying for uuid4 on every execution; a forked child
+# draws a new prefix (its pid), so parent and child never make the same id.
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
 
 # One condition for every Context.wait_cancelled(): cancelling is rare, a lock per context is not.
 _cancel_cond = threading.Condition()
+
+
+def _after_fork_in_child() -> None:
+    global _id_prefix, _cancel_cond
+    _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
+    _cancel_cond = threading.Condition()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Session:
@@ -55,13 +66,16 @@ class Context:
 
     __slots__ = (
         "_values",
-        "status",
+        "_status",
         "error",
         "deadline",
         "scheduled_at",
         "_cancelled",
         "_waiters",
         "_executing",
+        "_running",
+        "_started",
+        "_trace",
         "session",
     )
 
@@ -75,13 +89,29 @@ class Context:
         self._values = values
         # time.monotonic() at which the core made this execution due (an interval's ideal tick).
         self.scheduled_at = scheduled_at
-        self.status = Status.UNKNOWN
+        self._status = Status.UNKNOWN
         self.error: BaseException | None = None
         self.deadline = deadline
         self._cancelled = False
         self._waiters = 0
-        self._executing = False  # set by the worker on the context of a running execution
+        # Set by the worker: this context belongs to an execution; that execution is running now.
+        self._executing = False
+        self._running = False
+        # time.perf_counter() when the context was made (for an execution: when it started);
+        # step timings count from here.
+        self._started = time.perf_counter()
+        self._trace: Trace | None = None
         self.session = session if session is not None else _DEFAULT_SESSION
+
+    @property
+    def status(self) -> Status:
+        """The execution's Status; assigning an int that is not a member stores its class, and
+        anything that is not an int raises TypeError (the handler's error, not the worker's)."""
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = value if type(value) is Status else as_status(value)
 
     def get(self, key: str, default: Any = None) -> Any:
         values = self._values
@@ -97,7 +127,7 @@ class Context:
         return dict(self._values or {})
 
     def set_status(self, status: int) -> None:
-        self.status = Status(status)
+        self._status = Status(status)
 
     @property
     def cancelled(self) -> bool:
@@ -116,8 +146,7 @@ class Context:
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block until cancelled or past the deadline, at most timeout s; True if cancelled."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        timeout = _checks.timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         if self.deadline is not None and (end is None or self.deadline < end):
             end = self.deadline
@@ -142,8 +171,8 @@ class Trace:
 
     __slots__ = ("_last", "steps")
 
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
+    def __init__(self, start: float | None = None) -> None:
+        self._last = time.perf_counter() if start is None else start
         self.steps: list[tuple[str, float]] = []
 
     def mark(self, step: str) -> float:
@@ -154,22 +183,10 @@ class Trace:
         return elapsed
 
 
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
-        )
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    return float(timeout)
-
-
 class Job:
     """A unit of work: a handler name, its arguments, and a fresh Context on every execution."""
 
-    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_seed", "_trace")
+    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_seed")
 
     def __init__(
         self,
@@ -188,11 +205,10 @@ class Job:
         self.handler = handler
         self.args: dict[str, Any] = dict(args) if args is not None else {}
         self.queue = queue
-        self.timeout = _check_timeout(timeout)
+        self.timeout = _checks.job_timeout(timeout)
         self._id: str | None = None
         self._ctx: Context | None = None
         self._seed: dict[str, Any] | None = None  # ctx values set before the first execution
-        self._trace: Trace | None = None
 
     @property
     def ctx(self) -> Context:
@@ -215,10 +231,13 @@ class Job:
 
     @property
     def trace(self) -> Trace:
-        """Step timings of the current execution (job.trace.mark("step"))."""
-        if self._trace is None:
-            self._trace = Trace()
-        return self._trace
+        """Step timings of the current execution (job.trace.mark("step")), counted from the
+        start of the execution."""
+        ctx = self.ctx
+        trace = ctx._trace
+        if trace is None:
+            trace = ctx._trace = Trace(ctx._started)
+        return trace
 
     def copy(self) -> Job:
         """A deep copy of the arguments with a fresh Context and a new id."""
@@ -238,7 +257,6 @@ class Job:
         seed = self._seed if prev is None or prev._executing else prev._values
         new._ctx = None
         new._seed = dict(seed) if seed else None
-        new._trace = None
         return new
 
     def _arg(self, key: str, kinds: type | tuple[type, ...], name: str) -> Any:

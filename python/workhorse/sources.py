@@ -8,6 +8,7 @@ core's receive loop reads: one code path for back-pressure, sync/async receive a
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -16,9 +17,13 @@ from typing import Any
 from workhorse._core import Channel as _CoreChannel
 from workhorse._core import ChannelClosed
 
-__all__ = ["Channel", "pump_async", "pump_thread", "source_kind"]
+__all__ = ["Channel", "HOLDING", "pump_async", "pump_thread", "source_kind"]
 
 _POLL = 0.1  # how often a pump looks at its stop flag while the source or channel is idle
+logger = logging.getLogger("workhorse")
+# Async pump tasks holding an item taken from their source: stop() cancels only the others (a
+# pump waiting on its source holds nothing; one holding an item delivers it first).
+HOLDING: set[asyncio.Task[Any]] = set()
 
 
 class Channel(_CoreChannel):
@@ -54,8 +59,10 @@ def source_kind(source: object) -> str:
     )
 
 
-def _send(channel: _CoreChannel, item: Any, stopped: Callable[[], bool]) -> bool:
-    while not stopped():
+def _send(channel: _CoreChannel, item: Any) -> bool:
+    # An item taken from the source is delivered even after stop: the worker drains a pump's
+    # channel and runs what it took, so nothing taken is dropped. False once the channel closed.
+    while True:
         try:
             channel.send(item, _POLL)
             return True
@@ -63,7 +70,6 @@ def _send(channel: _CoreChannel, item: Any, stopped: Callable[[], bool]) -> bool
             continue
         except ChannelClosed:
             return False
-    return False
 
 
 def pump_thread(
@@ -84,11 +90,15 @@ def pump_thread(
                         if shutdown_error is not None and isinstance(exc, shutdown_error):
                             break
                         raise
-                    if not _send(channel, item, stopped):
+                    if not _send(channel, item):
+                        _lost(item)
                         break
             else:
                 for item in source:
-                    if not _send(channel, item, stopped):
+                    if not _send(channel, item):
+                        _lost(item)
+                        break
+                    if stopped():
                         break
         finally:
             channel.close()
@@ -112,17 +122,32 @@ async def pump_async(source: Any, channel: Channel, stopped: Callable[[], bool])
                     if shutdown_error is not None and isinstance(exc, shutdown_error):
                         break
                     raise
-                await _asend(channel, item, stopped)
+                if not await _asend_holding(channel, item):
+                    break
         else:
             async for item in source:
-                if stopped() or not await _asend(channel, item, stopped):
+                if not await _asend_holding(channel, item) or stopped():
                     break
     finally:
         channel.close()
 
 
-async def _asend(channel: Channel, item: Any, stopped: Callable[[], bool]) -> bool:
-    while not stopped():
+async def _asend_holding(channel: Channel, item: Any) -> bool:
+    task = asyncio.current_task()
+    if task is not None:
+        HOLDING.add(task)
+    try:
+        if await _asend(channel, item):
+            return True
+        _lost(item)
+        return False
+    finally:
+        if task is not None:
+            HOLDING.discard(task)
+
+
+async def _asend(channel: Channel, item: Any) -> bool:
+    while True:
         try:
             await channel.asend(item, _POLL)
             return True
@@ -130,4 +155,8 @@ async def _asend(channel: Channel, item: Any, stopped: Callable[[], bool]) -> bo
             continue
         except ChannelClosed:
             return False
-    return False
+
+
+def _lost(item: Any) -> None:
+    # Only if the schedule's receive loop ended abnormally: said loudly, never silently.
+    logger.error("workhorse: an item taken from a source could not be delivered: %r", item)

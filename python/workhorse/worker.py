@@ -15,6 +15,7 @@ import datetime as _dt
 import inspect
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from workhorse import _core
+from workhorse import _checks, _core
 from workhorse._future import LazyFuture
 from workhorse.errors import InvalidHandler, UnknownHandler, WorkerStopped
 from workhorse.execution import Execution, Schedule
@@ -35,7 +36,7 @@ from workhorse.middleware import (
     is_async_handler,
     record_error,
 )
-from workhorse.sources import Channel, pump_async, pump_thread, source_kind
+from workhorse.sources import HOLDING, Channel, pump_async, pump_thread, source_kind
 from workhorse.status import Status
 
 __all__ = ["Worker", "live_workers"]
@@ -50,11 +51,38 @@ _ASYNC_BATCH = 4096
 # figures() key prefix of the cumulative interval-lateness buckets ("...:<upper bound seconds>").
 LATENESS_LE = "interval_lateness_le:"
 _TAKE_TIMEOUT = 0.5
+# Taken while deciding whether an execution runs on its job or on a fork of it (another execution
+# of the same Job object is running): one uncontended lock per execution.
+_claim_lock = threading.Lock()
 
 
 def live_workers() -> list[Worker]:
     """Workers of this process that are started (read by the Prometheus core collector)."""
     return [w for w in list(_workers) if w._started and not w._stopped]
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of the parent's threads: a worker started in the parent cannot run
+    # anything here. It is marked stopped, with a core that refuses every call, so that each use
+    # raises WorkerStopped naming the fork instead of returning handles that never resolve.
+    global _claim_lock
+    _claim_lock = threading.Lock()
+    for worker in list(_workers):
+        if worker._started and not worker._stopped:
+            worker._forked_from = worker._pid
+            worker._stopped = True
+            worker._lock = threading.Lock()
+            worker._threads = []
+            worker._once.clear()
+            worker._repeat.clear()
+            worker._live.clear()
+            dead = _core.Dispatcher(worker.concurrency)
+            dead.close()
+            worker._core = dead
+            _workers.discard(worker)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
@@ -89,16 +117,6 @@ class _Call(LazyFuture[Any]):
             args,
             kwargs,
         )
-
-
-def _to_seconds(value: float | _dt.timedelta, name: str) -> float:
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
-        )
-    return float(value)
 
 
 class Worker:
@@ -146,6 +164,10 @@ class Worker:
         self._feeder: threading.Thread | None = None
         self._started = False
         self._stopped = False
+        self._pid = os.getpid()
+        self._forked_from: int | None = None  # the parent's pid, in a child forked after start
+        # Threads running a sync perform of this worker (stop() there would wait for itself).
+        self._inline: set[int] = set()
         # Run by each executor thread before its first execution; False stops the thread.
         self._thread_init: Callable[[], bool] | None = None
         _workers.add(self)
@@ -198,6 +220,8 @@ class Worker:
     def start(self) -> Worker:
         """Start executing; async handlers use the running loop if called inside one."""
         if self._stopped:
+            if self._forked_from is not None:
+                raise self._stopped_error()
             raise WorkerStopped(f"{self.name} was stopped; create a new Worker")
         with self._lock:
             if self._started:
@@ -244,11 +268,22 @@ class Worker:
         thread.start()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop sources, cancel contexts, wait up to timeout for runs; True if all ended."""
+        """Stop sources, cancel contexts, wait up to timeout for runs; True if all ended.
+
+        Items a receive schedule had already taken from its source are run, not dropped. Called
+        from inside one of this worker's own executions it raises RuntimeError, as
+        ThreadPoolExecutor.shutdown(wait=True) does from one of its threads: it would wait for
+        itself."""
+        timeout = _checks.timeout(timeout)
         if self._on_own_loop():
             raise RuntimeError(
                 "stop() inside the worker's event loop would block the async executions it "
                 "waits for; use `await worker.aclose()` or `async with worker`"
+            )
+        if self._in_own_execution():
+            raise RuntimeError(
+                f"stop() called inside an execution of {self.name} would wait for itself; "
+                "stop the worker from outside its handlers"
             )
         if not self._begin_stop():
             return True
@@ -275,13 +310,29 @@ class Worker:
             self.logger.warning(
                 "%s stopped with %d executions not started", self.name, len(unstarted)
             )
-        for rep in list(self._repeat.values()):
+        for key, rep in list(self._repeat.items()):
             rep.schedule._stop = True
-            rep.schedule._end()
-        self._repeat.clear()
+            if rep.schedule.kind != "receive":
+                del self._repeat[key]
+                rep.schedule._end()
+            # A receive schedule ends with its end marker, once the items it had already
+            # taken from its source have run.
         for ctx in list(self._live):
             ctx.cancel()
+        loop = self._loop
+        if self._pumps and loop is not None and not loop.is_closed():
+            # Async pumps waiting on their source hold nothing: end them now (their channel
+            # closes, the receive schedule drains); one holding an item delivers it first.
+            try:
+                loop.call_soon_threadsafe(self._cancel_idle_pumps)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: its tasks are gone with it
         return True
+
+    def _cancel_idle_pumps(self) -> None:
+        for task in list(self._pumps):
+            if task not in HOLDING:
+                task.cancel()
 
     def _finish_stop(self, idle: bool) -> None:
         if not idle:
@@ -339,6 +390,11 @@ class Worker:
 
     async def aclose(self, timeout: float | None = None) -> bool:
         """stop() for asyncio code: waits without blocking the running loop."""
+        timeout = _checks.timeout(timeout)
+        if asyncio.current_task() in self._tasks:
+            raise RuntimeError(
+                f"aclose() called inside an execution of {self.name} would wait for itself"
+            )
         if not self._begin_stop():
             return True
         loop = asyncio.get_running_loop()
@@ -347,6 +403,11 @@ class Worker:
             await self._cancel_tasks(not idle)
         self._finish_stop(idle)
         return bool(idle)
+
+    def _in_own_execution(self) -> bool:
+        """True in one of this worker's executor threads or inside its sync perform."""
+        current = threading.current_thread()
+        return current in self._threads or current.ident in self._inline
 
     def _on_own_loop(self) -> bool:
         try:
@@ -370,6 +431,7 @@ class Worker:
             "scheduled": figures["scheduled"],
             "receiving": figures["receiving"],
             "queued": figures["due"] + figures["ready"],
+            "interval_skipped_ticks": figures["interval_skipped_ticks_total"],
             "core_panics": _core.core_panics(),
         }
 
@@ -393,6 +455,11 @@ class Worker:
         return self._chain(job.handler)
 
     def _stopped_error(self) -> WorkerStopped:
+        if self._forked_from is not None:
+            return WorkerStopped(
+                f"{self.name} was started in process {self._forked_from}, which forked this one; "
+                "its threads do not exist here: create a new Worker in the child"
+            )
         return WorkerStopped(f"{self.name} is stopped")
 
     def perform(self, job: Job, *, sync: bool = False) -> Any:
@@ -436,39 +503,35 @@ class Worker:
         except _core.CoreError:
             raise self._stopped_error() from None
         status = Status.INTERNAL_ERROR
+        ident = threading.get_ident()
+        inline = self._inline
+        nested = ident in inline
+        inline.add(ident)
         try:
-            status = self._perform_inline(job, handler, is_async)
+            ctx = self._perform_inline(job, handler, is_async)
+            status = ctx.status
         finally:
+            if not nested:
+                inline.discard(ident)
             self._core.done(0, status)
-        ctx = job.ctx
         if ctx.error is not None and status >= 400:
             raise ctx.error
         return status
 
-    def _perform_inline(self, job: Job, handler: Handler, is_async: bool) -> Status:
+    def _perform_inline(self, job: Job, handler: Handler, is_async: bool) -> Context:
         if is_async:
             loop = self._ensure_loop()
-            status = asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
-        else:
-            status = self._run_job(job, handler)
-        return status
+            return asyncio.run_coroutine_threadsafe(self._run_async(job, handler), loop).result()
+        return self._run_job(job, handler)
 
     def perform_at(self, job: Job, when: float | _dt.datetime) -> Schedule:
         """Run job once at when (datetime, or epoch seconds); a past time runs at once."""
-        if isinstance(when, _dt.datetime):
-            epoch = when.timestamp()
-        elif isinstance(when, bool) or not isinstance(when, (int, float)):
-            raise TypeError(f"when must be a datetime or epoch seconds, got {type(when).__name__}")
-        else:
-            epoch = float(when)
+        epoch = _checks.epoch(when)
         return self._perform_once_at(job, max(0.0, epoch - time.time()), "at")
 
     def perform_in(self, job: Job, delay: float | _dt.timedelta) -> Schedule:
         """Run job once after delay (seconds or timedelta, >= 0)."""
-        seconds = _to_seconds(delay, "delay")
-        if not seconds >= 0:
-            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
-        return self._perform_once_at(job, seconds, "in")
+        return self._perform_once_at(job, _checks.delay(delay), "in")
 
     def _perform_once_at(self, job: Job, delay: float, kind: str) -> Schedule:
         handler, is_async = self._check_job(job)
@@ -494,9 +557,7 @@ class Worker:
         sync=True never overlaps: ticks that fall while a run is going (or waiting for a permit)
         are skipped, not queued. sync=False fires on every tick even if earlier runs still go.
         """
-        seconds = _to_seconds(interval, "interval")
-        if not seconds > 0:
-            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        seconds = _checks.period(interval)
         handler, is_async = self._check_job(job)
         schedule = self._add_repeat(job, handler, is_async, "every")
         try:
@@ -526,7 +587,8 @@ class Worker:
         schedule = self._add_repeat(job, handler, is_async, "receive")
         channel = source if kind == "channel" else Channel(1)
         try:
-            self._core.receive(schedule.key, channel, sync, is_async)
+            # A pumped source's private channel drains at stop: what the pump took is run.
+            self._core.receive(schedule.key, channel, sync, is_async, drain=kind != "channel")
         except _core.CoreError:
             self._repeat.pop(schedule.key, None)
             raise self._stopped_error() from None
@@ -558,22 +620,39 @@ class Worker:
 
     # -- executing ----------------------------------------------------------------------------
 
-    def _new_context(self, job: Job, due: float | None) -> Context:
-        prev = job._ctx
-        if prev is not None and not prev._executing:
-            # Values set on job.ctx before performing seed every execution of this job; values a
-            # handler sets stay with its own execution.
-            job._seed = prev._values
-        seed = job._seed
-        values = dict(seed) if seed else None
-        timeout = job.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = job._ctx = Context(self.session, deadline, values, due)
-        ctx._executing = True
-        return ctx
+    def _begin(self, job: Job, due: float | None, execution: Execution | None = None) -> Job:
+        """Give an execution its own Context: on the job performed, or on a fork of it when
+        another execution of the same Job object is running (a template performed many times)."""
+        with _claim_lock:
+            prev = job._ctx
+            if prev is not None:
+                if prev._running:
+                    job = job._fork()
+                elif not prev._executing:
+                    # Values set on job.ctx before performing seed every execution of this job;
+                    # values a handler sets stay with its own execution.
+                    job._seed = prev._values
+            seed = job._seed
+            values = dict(seed) if seed else None
+            timeout = job.timeout
+            deadline = None if timeout is None else time.monotonic() + timeout
+            ctx = job._ctx = Context(self.session, deadline, values, due)
+            ctx._executing = ctx._running = True
+        if execution is not None:
+            execution.job = job
+            execution._ctx = ctx
+        return job
 
-    def _run_job(self, job: Job, handler: Handler, due: float | None = None) -> Status:
-        ctx = self._new_context(job, due)
+    def _run_job(
+        self,
+        job: Job,
+        handler: Handler,
+        due: float | None = None,
+        execution: Execution | None = None,
+    ) -> Context:
+        # While it runs, no other execution replaces the job's context: they fork instead.
+        job = self._begin(job, due, execution)
+        ctx: Context = job._ctx  # type: ignore[assignment]
         live = self._live
         live.add(ctx)
         try:
@@ -586,10 +665,20 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             live.discard(ctx)
-        return _final_status(ctx)
+            ctx._running = False
+        _final_status(ctx)
+        return ctx
 
-    async def _run_async(self, job: Job, handler: Handler, due: float | None = None) -> Status:
-        ctx = self._new_context(job, due)
+    async def _run_async(
+        self,
+        job: Job,
+        handler: Handler,
+        due: float | None = None,
+        execution: Execution | None = None,
+    ) -> Context:
+        # While it runs, no other execution replaces the job's context: they fork instead.
+        job = self._begin(job, due, execution)
+        ctx: Context = job._ctx  # type: ignore[assignment]
         self._live.add(ctx)
         try:
             await handler(job)  # type: ignore[misc]
@@ -603,7 +692,9 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             self._live.discard(ctx)
-        return _final_status(ctx)
+            ctx._running = False
+        _final_status(ctx)
+        return ctx
 
     def _sync_loop(self) -> None:
         # One execution per take: a handler that blocks must not hold up others it had taken.
@@ -624,10 +715,13 @@ class Worker:
                 # holds up the next ready execution.
                 with self._lock:
                     self._spawn_sync_thread()
-            if broken:
-                self._fail_call(ready[0])
-            else:
-                self._run_key(*ready)
+            try:
+                if broken:
+                    self._fail_call(ready[0])
+                else:
+                    self._run_key(*ready)
+            except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
+                self.logger.exception("%s: internal error finishing an execution", self.name)
 
     def _fail_call(self, key: int) -> None:
         from concurrent.futures.thread import BrokenThreadPool
@@ -644,13 +738,19 @@ class Worker:
                 self._run_call(key, rec)
                 return
             execution: Execution = rec  # type: ignore[assignment]
-            job = execution.job
             status = Status.INTERNAL_ERROR
+            error: BaseException | None = None
             try:
-                status = self._run_job(job, execution._handler, due)  # type: ignore[arg-type]
+                ctx = self._run_job(
+                    execution.job,
+                    execution._handler,  # type: ignore[arg-type]
+                    due,
+                    execution,
+                )
+                status, error = ctx.status, ctx.error
             finally:
                 self._core.done(key, status)
-            execution._finish(status, job.ctx.error)
+                execution._finish(status, error)
             return
         rep = self._repeat_for(key, ended)
         if rep is None:
@@ -658,7 +758,7 @@ class Worker:
         job = self._fork(rep, item)
         status = Status.INTERNAL_ERROR
         try:
-            status = self._run_job(job, rep.handler, due)
+            status = self._run_job(job, rep.handler, due).status
         finally:
             self._core.done(key, status)
 
@@ -742,36 +842,33 @@ class Worker:
 
     async def _run_async_once(self, key: int, execution: Execution, due: float) -> None:
         status = Status.INTERNAL_ERROR
+        error: BaseException | None = None
         try:
-            status = await self._run_async(execution.job, execution._handler, due)  # type: ignore[arg-type]
+            ctx = await self._run_async(
+                execution.job,
+                execution._handler,  # type: ignore[arg-type]
+                due,
+                execution,
+            )
+            status, error = ctx.status, ctx.error
         finally:
             self._core.done(key, status)
-        execution._finish(status, execution.job.ctx.error)
+            execution._finish(status, error)
 
     async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
         status = Status.INTERNAL_ERROR
         try:
-            status = await self._run_async(job, rep.handler, due)
+            status = (await self._run_async(job, rep.handler, due)).status
         finally:
             self._core.done(key, status)
 
 
 def _final_status(ctx: Context) -> Status:
     """The status an execution ends with, once its adapters are done with it."""
-    status = ctx.status
+    status = ctx._status
     if status is _UNKNOWN:
-        status = ctx.status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
-    elif type(status) is not Status:
-        status = ctx.status = _as_status(status)
+        status = ctx._status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
     return status
-
-
-def _as_status(code: int) -> Status:
-    """A status a handler assigned as a plain int (ctx.status = 404): the Status it names."""
-    try:
-        return Status(code)
-    except ValueError:
-        return _INTERNAL_ERROR if code >= 500 else Status.BAD_REQUEST if code >= 400 else _SUCCESS
 
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:

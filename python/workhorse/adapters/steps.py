@@ -61,7 +61,7 @@ def step_timings(
 
     def after(job: Job, state: None, raised: BaseException | None) -> None:
         in_flight.dec()
-        trace = job._trace  # job.trace would create one for a job that never marked a step
+        trace = job.ctx._trace  # job.trace would create one for a job that never marked a step
         if trace is not None:
             for step, seconds in trace.steps:
                 steps.labels(job.handler, step).observe(seconds)
