@@ -73,7 +73,6 @@ class Context:
         "_cancelled",
         "_waiters",
         "_executing",
-        "_running",
         "_started",
         "_trace",
         "session",
@@ -94,9 +93,7 @@ class Context:
         self.deadline = deadline
         self._cancelled = False
         self._waiters = 0
-        # Set by the worker: this context belongs to an execution; that execution is running now.
-        self._executing = False
-        self._running = False
+        self._executing = False  # set by the worker: this context belongs to an execution
         # time.perf_counter() when the context was made (for an execution: when it started);
         # step timings count from here.
         self._started = time.perf_counter()

@@ -101,12 +101,12 @@ _UNKNOWN, _SUCCESS, _TIMEOUT = Status.UNKNOWN, Status.SUCCESS, Status.TIMEOUT
 def _finish(job: Job) -> None:
     ctx = job.ctx
     deadline = ctx.deadline
-    if deadline is not None and time.monotonic() >= deadline and ctx.status != _TIMEOUT:
+    if deadline is not None and time.monotonic() >= deadline and ctx._status != _TIMEOUT:
         # Ran past job.timeout: the late result is discarded.
-        ctx.status = _TIMEOUT
+        ctx._status = _TIMEOUT
         ctx._cancelled = True
-    elif ctx.status is _UNKNOWN:
-        ctx.status = _SUCCESS
+    elif ctx._status is _UNKNOWN:
+        ctx._status = _SUCCESS
 
 
 def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handler:

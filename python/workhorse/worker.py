@@ -51,9 +51,10 @@ _ASYNC_BATCH = 4096
 # figures() key prefix of the cumulative interval-lateness buckets ("...:<upper bound seconds>").
 LATENESS_LE = "interval_lateness_le:"
 _TAKE_TIMEOUT = 0.5
-# Taken while deciding whether an execution runs on its job or on a fork of it (another execution
-# of the same Job object is running): one uncontended lock per execution.
-_claim_lock = threading.Lock()
+# The contexts of running executions by the id of their Job: an execution claims its job with
+# one dict.setdefault (atomic under the GIL, no lock for threads to queue on); if another
+# execution holds it, this one runs on a fork of it.
+_running_jobs: dict[int, Context] = {}
 
 
 def live_workers() -> list[Worker]:
@@ -65,8 +66,7 @@ def _after_fork_in_child() -> None:
     # A forked child has none of the parent's threads: a worker started in the parent cannot run
     # anything here. It is marked stopped, with a core that refuses every call, so that each use
     # raises WorkerStopped naming the fork instead of returning handles that never resolve.
-    global _claim_lock
-    _claim_lock = threading.Lock()
+    _running_jobs.clear()
     for worker in list(_workers):
         if worker._started and not worker._stopped:
             worker._forked_from = worker._pid
@@ -623,21 +623,23 @@ class Worker:
     def _begin(self, job: Job, due: float | None, execution: Execution | None = None) -> Job:
         """Give an execution its own Context: on the job performed, or on a fork of it when
         another execution of the same Job object is running (a template performed many times)."""
-        with _claim_lock:
+        timeout = job.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ctx = Context(self.session, deadline, None, due)
+        if _running_jobs.setdefault(id(job), ctx) is not ctx:
+            job = job._fork()
+            _running_jobs[id(job)] = ctx
+        else:
             prev = job._ctx
-            if prev is not None:
-                if prev._running:
-                    job = job._fork()
-                elif not prev._executing:
-                    # Values set on job.ctx before performing seed every execution of this job;
-                    # values a handler sets stay with its own execution.
-                    job._seed = prev._values
-            seed = job._seed
-            values = dict(seed) if seed else None
-            timeout = job.timeout
-            deadline = None if timeout is None else time.monotonic() + timeout
-            ctx = job._ctx = Context(self.session, deadline, values, due)
-            ctx._executing = ctx._running = True
+            if prev is not None and not prev._executing:
+                # Values set on job.ctx before performing seed every execution of this job;
+                # values a handler sets stay with its own execution.
+                job._seed = prev._values
+        seed = job._seed
+        if seed:
+            ctx._values = dict(seed)
+        ctx._executing = True
+        job._ctx = ctx
         if execution is not None:
             execution.job = job
             execution._ctx = ctx
@@ -665,7 +667,7 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             live.discard(ctx)
-            ctx._running = False
+            del _running_jobs[id(job)]
         _final_status(ctx)
         return ctx
 
@@ -692,7 +694,7 @@ class Worker:
             record_error(job, exc, self.logger)
         finally:
             self._live.discard(ctx)
-            ctx._running = False
+            del _running_jobs[id(job)]
         _final_status(ctx)
         return ctx
 
