@@ -380,7 +380,7 @@ def main() -> None:
         f"  workhorse core figures at cutoff: interval_ticks_total {ticks:,.0f}, "
         f"timer lateness mean {mean:.3f} ms / max "
         f"{f.get('interval_lateness_seconds_max', math.nan) * 1e3:.3f} ms, "
-        f"interval_skipped_total {f.get('interval_skipped_total', 0.0):,.0f}"
+        f"interval_skipped_ticks_total {f['interval_skipped_ticks_total']:,.0f}"
     )
     print(
         f"  workhorse core queues at cutoff: due {f.get('due', 0.0):,.0f}, ready "
