@@ -550,3 +550,25 @@ def test_the_first_step_is_timed_from_the_start_of_the_execution(worker):
     steps.clear()
     assert worker.perform(template, sync=True) is wh.Status.SUCCESS  # a new trace per execution
     assert [name for name, _ in steps] == ["fetch", "store"]
+
+
+def test_a_concurrent_job_stopped_from_its_own_handler_stops_every_worker(
+    make_concurrent_job, wait_until
+):
+    cj = make_concurrent_job(
+        wh.Job("h"), perform_with=wh.PerformWith.EVERY_SYNC, every=0.01, max_workers=3
+    )
+    runs = []
+
+    def handler(job):
+        runs.append(1)
+        if len(runs) == 10:
+            cj.stop()
+
+    cj.register("h", handler)
+    cj.start()
+    assert wait_until(lambda: cj._stopped, timeout=3)
+    assert wait_until(lambda: all(w._stopped and w.running == 0 for w in cj._workers.values()))
+    settled = len(runs)
+    time.sleep(0.1)
+    assert len(runs) == settled

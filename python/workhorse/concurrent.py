@@ -217,7 +217,8 @@ class ConcurrentJob:
         threading.Thread(target=watch, name=f"{self.name}-{slot}-watch", daemon=True).start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop ramping and every worker, waiting up to timeout for their runs."""
+        """Stop ramping and every worker, waiting up to timeout for their runs. Called from the
+        job's own handler it returns at once and that worker stops when the handler returns."""
         timeout = _checks.timeout(timeout)
         with self._lock:
             if self._stopped:
@@ -226,8 +227,15 @@ class ConcurrentJob:
         if self._ramp is not None:
             self._ramp.close()
         for worker in list(self._workers.values()):
-            worker.stop(timeout)
-        if self._control is not None:
+            if worker._in_own_execution():
+                # Called from this worker's handler: it cannot wait for itself, so it is stopped
+                # from another thread once the handler returns; the others stop here.
+                threading.Thread(
+                    target=worker.stop, args=(timeout,), name=f"{self.name}-stop", daemon=True
+                ).start()
+            else:
+                worker.stop(timeout)
+        if self._control is not None and self._control is not threading.current_thread():
             self._control.join(timeout=1.0)
 
     def run(self) -> None:
