@@ -18,7 +18,7 @@ __all__ = ["tracing"]
 
 
 def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "workhorse") -> Adapter:
-    """Adapter tracing each execution as a span named "<queue> process", child of the job's parent.
+    """Adapter tracing each execution as a span named "process <queue>", child of the job's parent.
 
     The parent is the ctx value "otel_context" (an OpenTelemetry Context) or else the W3C
     job.args["traceparent"] (with "tracestate"), extracted with the global propagator. The hex
@@ -50,7 +50,8 @@ def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "wor
     def before(job: Job) -> tuple[Span, Token[Context]]:
         parent = parent_of(job)
         span = tracer.start_span(
-            f"{job.queue} process",
+            # Messaging semconv: "{messaging.operation.name} {destination}", e.g. "process default".
+            f"process {job.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
