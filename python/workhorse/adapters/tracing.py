@@ -31,6 +31,14 @@ def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "wor
         from opentelemetry.trace.status import Status as SpanStatus
     except ImportError as exc:
         raise ImportError("tracing needs opentelemetry-api: pip install workhorse[otel]") from exc
+    if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+        hint = ""
+        if isinstance(tracer_provider, trace.Tracer):
+            hint = "; pass the TracerProvider it came from, not the Tracer"
+        raise TypeError(
+            f"tracer_provider must be an opentelemetry TracerProvider or None, "
+            f"got {type(tracer_provider).__name__}{hint}"
+        )
     if not isinstance(system, str) or not system:
         raise TypeError(f"system must be a non-empty str, got {system!r}")
     tracer = trace.get_tracer("workhorse", tracer_provider=tracer_provider)
