@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from support import run
 
-from workhorse.adapters import aggregate_logging
+from workhorse.adapters import REQUEST_ID, aggregate_logging, request_id, tracing
 from workhorse.errors import ArgError
 from workhorse.job import Job
 from workhorse.middleware import adapt, apply_status_rules, is_async_handler
@@ -74,6 +74,7 @@ def test_one_record_with_lines_from_ctx_logger_and_stdlib(
     assert fields["latency_ms"] >= 0
     assert datetime.fromisoformat(fields["time"]).tzinfo is not None
     assert (fields["trace_id"], fields["worker_number"], fields["comment"]) == (None, None, None)
+    assert fields["request_id"] is None  # no request_id() in the chain
 
 
 def test_fields_from_the_context_and_utc_time(out: tuple[logging.Logger, Records]) -> None:
@@ -92,6 +93,48 @@ def test_fields_from_the_context_and_utc_time(out: tuple[logging.Logger, Records
         "retry of 41",
     )
     assert fields["time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("request_id_outside", [False, True])
+def test_the_record_carries_the_request_id_without_tracing(
+    out: tuple[logging.Logger, Records], request_id_outside: bool
+) -> None:
+    logger, records = out
+    seen: list[str] = []
+    handler = apply_status_rules(lambda job: seen.append(job.ctx.get(REQUEST_ID)))
+    adapters = [request_id(), aggregate_logging(logger=logger)]
+    if request_id_outside:
+        adapters.reverse()
+    run(adapt(handler, *adapters), Job("email"))
+
+    (fields,) = records.jobs()
+    assert fields["request_id"] == seen[0]
+    assert fields["trace_id"] is None  # a request id is not a W3C trace id
+
+
+def test_with_tracing_the_trace_id_is_the_spans_and_the_request_id_stays(
+    out: tuple[logging.Logger, Records],
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    logger, records = out
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    h = adapt(
+        apply_status_rules(lambda job: None),
+        request_id(),
+        tracing(provider),
+        aggregate_logging(logger=logger),
+    )
+    run(h, Job("email", {"request_id": "req-7"}))
+
+    (span,) = exporter.get_finished_spans()
+    (fields,) = records.jobs()
+    assert fields["trace_id"] == format(span.context.trace_id, "032x")
+    assert fields["request_id"] == "req-7"
 
 
 def test_failures_log_at_error_with_the_exception_gathered(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
+from workhorse import _checks
 from workhorse.adapters._wrap import around, final_status
 from workhorse.job import Job
 from workhorse.middleware import Handler
@@ -19,6 +22,7 @@ logger = logging.getLogger("workhorse")
 
 OK, DOWN = 200, 500
 _BUCKETS = 60  # a time window is counted in 60 buckets: memory stays flat at any job rate
+_FINAL = frozenset(int(s) for s in Status if s != Status.UNKNOWN)
 
 
 def _fraction(pct: float) -> float:
@@ -27,6 +31,41 @@ def _fraction(pct: float) -> float:
     if not 0.0 <= pct <= 1.0:
         raise ValueError(f"pct is a fraction of executions in 0..1, got {pct!r}")
     return float(pct)
+
+
+def _minutes(minutes: float) -> float:
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+        raise TypeError(f"minutes must be a number, got {type(minutes).__name__}")
+    if not 0 < minutes < math.inf:
+        raise ValueError(f"minutes must be > 0 and finite, got {minutes!r}")
+    return float(minutes)
+
+
+def _statuses(value: Iterable[int]) -> frozenset[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"error_statuses must be a collection of status codes, got {type(value).__name__}"
+        )
+    codes = list(value)
+    for code in codes:
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(f"error_statuses must hold int status codes, got {code!r}")
+        if code not in _FINAL:
+            # ctx.status stores another code as its class (404 -> 400): it would never match.
+            raise ValueError(
+                f"error_statuses: {code!r} is never a final status; "
+                f"final statuses are {', '.join(str(s) for s in sorted(_FINAL))}"
+            )
+    return frozenset(int(code) for code in codes)
+
+
+def _now(clock: Callable[[], float]) -> float:
+    if not callable(clock):
+        raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+    now = clock()
+    if isinstance(now, bool) or not isinstance(now, (int, float)):
+        raise TypeError(f"clock must return seconds (int or float), got {type(now).__name__}")
+    return now
 
 
 def _count(name: str, value: int, low: int) -> int:
@@ -48,22 +87,17 @@ class HealthCheck:
     def __init__(
         self,
         error_statuses: Iterable[int] = (Status.TIMEOUT, Status.INTERNAL_ERROR, Status.UNAVAILABLE),
-        recompute_interval: float = 60.0,
+        recompute_interval: float | timedelta = 60.0,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(error_statuses, (str, bytes)):
-            raise TypeError("error_statuses must be a collection of status codes")
-        self._errors = frozenset(int(s) for s in error_statuses)
-        if isinstance(recompute_interval, bool) or not isinstance(recompute_interval, (int, float)):
-            raise TypeError(f"recompute_interval must be seconds, got {recompute_interval!r}")
-        if recompute_interval < 0:
-            raise ValueError(f"recompute_interval must be >= 0, got {recompute_interval!r}")
-        self._interval = float(recompute_interval)
+        self._errors = _statuses(error_statuses)
+        self._interval = _checks.delay(recompute_interval, "recompute_interval")
+        now = _now(clock)
         self._clock = clock
         self._lock = threading.Lock()
         self._status = OK
-        self._next = clock() + self._interval
+        self._next = now + self._interval
         self.error_percentage()
 
     def error_percentage(
@@ -71,10 +105,7 @@ class HealthCheck:
     ) -> HealthCheck:
         """Judge by the executions of the last `minutes` minutes; returns self."""
         pct = _fraction(pct)
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
-            raise TypeError(f"minutes must be a number, got {type(minutes).__name__}")
-        if not minutes > 0:
-            raise ValueError(f"minutes must be > 0, got {minutes!r}")
+        minutes = _minutes(minutes)
         min_count = _count("min_count", min_count, 0)
         with self._lock:
             self._pct, self._min = pct, min_count
@@ -187,11 +218,12 @@ def health(
     last_n: int | None = None,
     min_count: int = 5,
     error_statuses: Iterable[int] = (Status.TIMEOUT, Status.INTERNAL_ERROR, Status.UNAVAILABLE),
-    recompute_interval: float = 60.0,
+    recompute_interval: float | timedelta = 60.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> HealthCheck:
     """A HealthCheck judging by time window, or by the last last_n executions when given."""
     check = HealthCheck(error_statuses, recompute_interval, clock=clock)
+    _minutes(minutes)  # checked also when last_n judges instead
     if last_n is None:
         return check.error_percentage(pct, minutes, min_count=min_count)
     return check.error_percentage_by_count(pct, min_count, last_n)

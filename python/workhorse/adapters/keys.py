@@ -15,7 +15,7 @@ __all__ = [
 
 REQUEST_SIZE = "request_size"  # bytes; set by the handler, observed by prometheus()
 RESPONSE_SIZE = "response_size"  # bytes; set by the handler, observed by prometheus()
-REQUEST_ID = "request_id"  # set by request_id()
+REQUEST_ID = "request_id"  # set by request_id(), logged by aggregate_logging()
 TRACE_ID = "trace_id"  # hex trace id, set by tracing(), logged by aggregate_logging()
 OTEL_CONTEXT = "otel_context"  # an OpenTelemetry Context to use as the span's parent
 LOGGER = "logger"  # the per-execution logger of aggregate_logging()

@@ -12,8 +12,9 @@ from contextvars import ContextVar, Token
 from datetime import datetime, timezone
 from typing import Any
 
+from workhorse.adapters import _options
 from workhorse.adapters._wrap import around, final_status, is_failure
-from workhorse.adapters.keys import COMMENT, LOGGER, TRACE_ID, WORKER_NUMBER
+from workhorse.adapters.keys import COMMENT, LOGGER, REQUEST_ID, TRACE_ID, WORKER_NUMBER
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler
 from workhorse.status import Status
@@ -125,7 +126,7 @@ def _record_level(status: int) -> int:
 
 def aggregate_logging(
     *,
-    logger: logging.Logger | None = None,
+    logger: logging.Logger | str | None = None,
     silent_no_response: bool = False,
     silent_success: bool = False,
     reduced_logging: Callable[[Status, int], bool] | None = None,
@@ -136,14 +137,21 @@ def aggregate_logging(
 
     Lines come from ctx["logger"] (a JobLogger) and from stdlib logging in the handler's code, at
     `level` or above. The record ("job <handler> <status> in <ms>ms") carries extra={"job": {...}}
-    and is logged at ERROR for timeouts and 5xx, WARNING for other 4xx, else INFO. It is skipped
-    for NO_RESPONSE / SUCCESS when silenced, and when reduced_logging(status, len(lines)) is false.
+    (handler, job_id, status, latency_ms, time, request_id, trace_id, worker_number, comment,
+    lines; the README describes each) and is logged at ERROR for timeouts and 5xx, WARNING for
+    other 4xx, else INFO. It is skipped for NO_RESPONSE / SUCCESS when silenced, and when
+    reduced_logging(status, len(lines)) is false.
+    logger is a logging.Logger or a logger name (default "workhorse.jobs").
     """
+    out = _options.logger("logger", logger, default="workhorse.jobs")
     if isinstance(level, bool) or not isinstance(level, int):
         raise TypeError(f"level must be a logging level int, got {level!r}")
-    if reduced_logging is not None and not callable(reduced_logging):
-        raise TypeError(f"reduced_logging must be callable, got {type(reduced_logging).__name__}")
-    out = logger if logger is not None else logging.getLogger("workhorse.jobs")
+    if level < 0:
+        raise ValueError(f"level must be a logging level >= 0, got {level!r}")
+    reduced_logging = _options.callable_or_none("reduced_logging", reduced_logging)
+    silent_no_response = _options.flag("silent_no_response", silent_no_response)
+    silent_success = _options.flag("silent_success", silent_success)
+    utc = _options.flag("utc", utc)
     _install()
 
     def before(job: Job) -> tuple[JobLogger, Token[JobLogger | None], object, float]:
@@ -180,6 +188,9 @@ def aggregate_logging(
             "status": int(status),
             "latency_ms": latency_ms,
             "time": now.isoformat(),
+            # request_id() in the chain gives every record an id; tracing() adds its span's
+            # trace id. Kept apart: a request id is not a W3C trace id a backend could look up.
+            "request_id": ctx.get(REQUEST_ID),
             "trace_id": ctx.get(TRACE_ID),
             "worker_number": ctx.get(WORKER_NUMBER),
             "comment": ctx.get(COMMENT),

@@ -47,7 +47,14 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         hint = "prometheus metrics need prometheus-client: pip install workhorse[prometheus]"
         raise ImportError(hint) from exc
-    return prometheus_client.REGISTRY if registry is None else registry
+    if registry is None:
+        return prometheus_client.REGISTRY
+    if not isinstance(registry, prometheus_client.CollectorRegistry):
+        raise TypeError(
+            f"registry must be a prometheus_client.CollectorRegistry or None, "
+            f"got {type(registry).__name__}"
+        )
+    return registry
 
 
 def _name(*parts: str) -> str:
@@ -208,9 +215,15 @@ def prometheus(
     ignore: Iterable[str] = (),
 ) -> Adapter:
     """Adapter recording requests_total, request_duration_seconds, sizes and in_flight."""
-    if isinstance(ignore, str):
-        raise TypeError("ignore must be a collection of handler names, not a str")
-    ignored = frozenset(ignore)
+    if isinstance(ignore, (str, bytes)) or not isinstance(ignore, Iterable):
+        raise TypeError(
+            f"ignore must be a collection of handler names, got {type(ignore).__name__}"
+        )
+    names = list(ignore)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"ignore must hold handler names (str), got {name!r}")
+    ignored = frozenset(names)
     _check_prefix("namespace", namespace)
     _check_prefix("subsystem", subsystem)
     registry = _registry(registry)
@@ -307,6 +320,10 @@ class CoreCollector:
         jobs: JobFigures | None = None,
         namespace: str = "workhorse",
     ) -> None:
+        if not callable(sources):
+            raise TypeError(f"sources must be callable, got {type(sources).__name__}")
+        if jobs is not None and not callable(jobs):
+            raise TypeError(f"jobs must be callable or None, got {type(jobs).__name__}")
         self._sources = sources
         self._jobs = jobs
         self._ns = _check_prefix("namespace", namespace)
@@ -425,6 +442,7 @@ def register_core_collector(
     registry: CollectorRegistry | None = None, namespace: str = "workhorse"
 ) -> CoreCollector:
     """Register (once per registry and namespace) the collector of every live worker's figures."""
+    _check_prefix("namespace", namespace)
     registry = _registry(registry)
     with _lock:
         by_ns = _collectors.setdefault(registry, {})

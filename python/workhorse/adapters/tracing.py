@@ -18,7 +18,7 @@ __all__ = ["tracing"]
 
 
 def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "workhorse") -> Adapter:
-    """Adapter tracing each execution as a span named "<queue> process", child of the job's parent.
+    """Adapter tracing each execution as a span named "process <queue>", child of the job's parent.
 
     The parent is the ctx value "otel_context" (an OpenTelemetry Context) or else the W3C
     job.args["traceparent"] (with "tracestate"), extracted with the global propagator. The hex
@@ -31,6 +31,14 @@ def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "wor
         from opentelemetry.trace.status import Status as SpanStatus
     except ImportError as exc:
         raise ImportError("tracing needs opentelemetry-api: pip install workhorse[otel]") from exc
+    if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+        hint = ""
+        if isinstance(tracer_provider, trace.Tracer):
+            hint = "; pass the TracerProvider it came from, not the Tracer"
+        raise TypeError(
+            f"tracer_provider must be an opentelemetry TracerProvider or None, "
+            f"got {type(tracer_provider).__name__}{hint}"
+        )
     if not isinstance(system, str) or not system:
         raise TypeError(f"system must be a non-empty str, got {system!r}")
     tracer = trace.get_tracer("workhorse", tracer_provider=tracer_provider)
@@ -50,7 +58,8 @@ def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "wor
     def before(job: Job) -> tuple[Span, Token[Context]]:
         parent = parent_of(job)
         span = tracer.start_span(
-            f"{job.queue} process",
+            # Messaging semconv: "{messaging.operation.name} {destination}", e.g. "process default".
+            f"process {job.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
