@@ -456,3 +456,14 @@ def test_run_blocks_until_sigterm_then_stops(make_concurrent_job, wait_until):
     assert signal.getsignal(signal.SIGTERM) is before
     with pytest.raises(RuntimeError):
         cj.start()
+
+
+@pytest.mark.parametrize("mode", [P.SYNC, P.ASYNC])
+def test_runs_shorter_than_start_interval_still_ramp_to_max_workers(
+    make_concurrent_job, wait_until, mode
+):
+    seen: set[int] = set()
+    cj = make_concurrent_job(wh.Job("h"), perform_with=mode, max_workers=3, start_interval=0.02)
+    cj.register("h", lambda job: seen.add(job.ctx.get("worker_number")))
+    cj.start()
+    assert wait_until(lambda: seen == {1, 2, 3}, timeout=3), seen

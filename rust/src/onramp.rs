@@ -1,45 +1,73 @@
 //! On-ramping for ConcurrentJob: which worker slot to fill, and when.
 //!
-//! Slot 1 is filled at once; then one more slot every `start_interval` (ticks at start + k *
-//! interval) until `max_workers` run. A slot whose run ended is released and refilled at the next
-//! tick. With an interval of zero every free slot is filled at once.
+//! Slot 1 is filled at once; then one more slot is reached every `start_interval` (ticks at start
+//! + k * interval) until all `max_workers` are. At each tick every reached slot that is free (its
+//! run ended) is filled again, so runs shorter than the interval still ramp up to `max_workers`,
+//! and an ended run is refilled at the next tick, not at once. With an interval of zero every
+//! free slot is filled at once.
 
 use crate::errors::Error;
 use crate::runtime::{now_ns, secs_to_ns};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 struct Ramp {
     interval: u64,
     running: Vec<bool>,
+    /// Slots the ramp has reached so far: one more at every tick until all are.
+    activated: usize,
+    /// Free activated slots to fill now (taken at the last tick).
+    fillable: VecDeque<usize>,
     next_tick: Option<u64>,
     closed: bool,
 }
 
 impl Ramp {
     /// The slot to fill now, if any, and when to look again otherwise.
+    ///
+    /// At each tick one more slot is activated, and every activated slot that is free (never
+    /// filled, or its run ended) is filled: so runs shorter than the interval still ramp up to
+    /// `max_workers`, and a slot whose run ended waits for the next tick, never refilled at once.
     fn poll(&mut self, now: u64) -> (Option<usize>, Option<u64>) {
-        let free = self.running.iter().position(|r| !r);
-        let Some(next_tick) = self.next_tick else {
-            // First call: slot 1 at once, the clock starts now.
-            self.next_tick = Some(now.saturating_add(self.interval));
-            return (free.map(|s| self.fill(s)), None);
-        };
-        if self.interval == 0 {
-            return (free.map(|s| self.fill(s)), None);
+        let n = self.running.len();
+        match self.next_tick {
+            None => {
+                // First call: slot 1 at once (every slot with no interval); the clock starts now.
+                self.next_tick = Some(now.saturating_add(self.interval));
+                self.activated = if self.interval == 0 { n } else { 1 };
+                self.take_free();
+            }
+            Some(_) if self.interval == 0 => self.take_free(),
+            Some(next_tick) if now >= next_tick => {
+                // Ticks missed while nothing was free are not saved up.
+                let behind = (now - next_tick) / self.interval + 1;
+                self.next_tick =
+                    Some(next_tick.saturating_add(behind.saturating_mul(self.interval)));
+                self.activated = (self.activated + 1).min(n);
+                self.take_free();
+            }
+            Some(_) => {}
         }
-        if now < next_tick {
-            return (None, Some(next_tick));
+        while let Some(slot) = self.fillable.pop_front() {
+            if !self.running[slot] {
+                return (Some(self.fill(slot)), None);
+            }
         }
-        // One slot per tick; ticks missed while nothing was free are not saved up.
-        let behind = (now - next_tick) / self.interval + 1;
-        self.next_tick = Some(next_tick.saturating_add(behind.saturating_mul(self.interval)));
-        match free {
-            Some(s) => (Some(self.fill(s)), None),
-            None => (None, self.next_tick),
-        }
+        (
+            None,
+            if self.interval == 0 {
+                None
+            } else {
+                self.next_tick
+            },
+        )
+    }
+
+    fn take_free(&mut self) {
+        self.fillable = (0..self.activated).filter(|&s| !self.running[s]).collect();
     }
 
     fn fill(&mut self, slot: usize) -> usize {
@@ -73,6 +101,8 @@ impl OnRamp {
                 Mutex::new(Ramp {
                     interval: secs_to_ns(start_interval),
                     running: vec![false; max_workers as usize],
+                    activated: 0,
+                    fillable: VecDeque::new(),
                     next_tick: None,
                     closed: false,
                 }),
@@ -147,6 +177,8 @@ mod tests {
         Ramp {
             interval,
             running: vec![false; n],
+            activated: 0,
+            fillable: VecDeque::new(),
             next_tick: None,
             closed: false,
         }
@@ -171,6 +203,22 @@ mod tests {
         r.running[0] = false;
         assert_eq!(r.poll(150).0, None);
         assert_eq!(r.poll(200).0, Some(1));
+    }
+
+    #[test]
+    fn short_runs_still_ramp_to_every_slot() {
+        let mut r = ramp(3, 100);
+        assert_eq!(r.poll(0).0, Some(1));
+        r.running[0] = false; // the run ended before the next tick
+        assert_eq!(r.poll(50).0, None);
+        assert_eq!(r.poll(100).0, Some(1));
+        assert_eq!(r.poll(100).0, Some(2));
+        r.running[0] = false;
+        r.running[1] = false;
+        assert_eq!(r.poll(200).0, Some(1));
+        assert_eq!(r.poll(200).0, Some(2));
+        assert_eq!(r.poll(200).0, Some(3));
+        assert_eq!(r.poll(200).0, None);
     }
 
     #[test]
