@@ -1,10 +1,10 @@
 //! On-ramping for ConcurrentJob: which worker slot to fill, and when.
 //!
-//! Slot 1 is filled at once; then one more slot is reached every `start_interval` (ticks at start
-//! + k * interval) until all `max_workers` are. At each tick every reached slot that is free (its
-//! run ended) is filled again, so runs shorter than the interval still ramp up to `max_workers`,
-//! and an ended run is refilled at the next tick, not at once. With an interval of zero every
-//! free slot is filled at once.
+//! Slot 1 is filled at once; then one more slot is reached every `start_interval` (tick k at
+//! start plus k intervals) until all `max_workers` are. At each tick every reached slot that is
+//! free (its run ended) is filled again, so runs shorter than the interval still ramp up to
+//! `max_workers`, and an ended run is refilled at the next tick, not at once. With an interval of
+//! zero every free slot is filled at once.
 
 use crate::errors::Error;
 use crate::runtime::{now_ns, secs_to_ns};
