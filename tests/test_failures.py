@@ -637,3 +637,17 @@ def test_stop_without_timeout_is_interrupted_by_a_signal(make_worker):
         signal.signal(signal.SIGALRM, previous)
         release.set()
     assert elapsed < 0.4, f"the signal was handled only after stop() returned ({elapsed:.2f}s)"
+
+
+def test_adapters_applied_with_adapt_before_register_see_the_final_status(make_worker):
+    worker = make_worker(concurrency=1).start()
+    seen: list[wh.Status] = []
+
+    def fails(job):
+        raise ValueError("boom")
+
+    worker.register("fails", wh.adapt(fails, status_observer(seen)))
+    worker.register("ok", wh.adapt(wh.adapt(lambda job: None, status_observer(seen))))
+    assert worker.perform(wh.Job("fails")).wait(2) is wh.Status.INTERNAL_ERROR
+    assert worker.perform(wh.Job("ok"), sync=True) is wh.Status.SUCCESS
+    assert seen == [wh.Status.INTERNAL_ERROR, wh.Status.SUCCESS]

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from workhorse.errors import ArgError
@@ -21,6 +22,7 @@ __all__ = [
     "is_async_handler",
     "record_error",
     "run_safely",
+    "unadapt",
 ]
 
 Handler = Callable[[Job], object | Awaitable[object]]
@@ -29,10 +31,18 @@ Adapter = Callable[[Handler], Handler]
 logger = logging.getLogger("workhorse")
 
 
+# What adapt() built, by the handler it returned: the bare handler and the adapters around it, so
+# that a Worker given an adapted handler can put the status rules inside those adapters too.
+_adapted: weakref.WeakKeyDictionary[Handler, tuple[Handler, tuple[Adapter, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def adapt(handler: Handler, *adapters: Adapter) -> Handler:
     """Wrap handler in adapters; like go-work the last adapter is the outermost."""
     if not callable(handler):
         raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+    bare, applied = unadapt(handler)
     for adapter in adapters:
         if not callable(adapter):
             raise TypeError(f"adapter must be callable, got {type(adapter).__name__}")
@@ -40,7 +50,20 @@ def adapt(handler: Handler, *adapters: Adapter) -> Handler:
         if not callable(wrapped):
             raise TypeError(f"adapter {adapter!r} returned {type(wrapped).__name__}, not a handler")
         handler = wrapped
+    if adapters:
+        try:
+            _adapted[handler] = (bare, applied + adapters)
+        except TypeError:
+            pass  # not weakly referenceable: a Worker then applies the rules outside its adapters
     return handler
+
+
+def unadapt(handler: Handler) -> tuple[Handler, tuple[Adapter, ...]]:
+    """The bare handler and the adapters adapt() put around it (none for a plain handler)."""
+    try:
+        return _adapted.get(handler, (handler, ()))
+    except TypeError:
+        return handler, ()
 
 
 def run_safely(fn: Callable[[], object], job: Job | None = None) -> BaseException | None:

@@ -35,6 +35,7 @@ from workhorse.middleware import (
     apply_status_rules,
     is_async_handler,
     record_error,
+    unadapt,
 )
 from workhorse.sources import HOLDING, Channel, pump_async, pump_thread, source_kind
 from workhorse.status import Status
@@ -211,7 +212,11 @@ class Worker:
             if handler is None:
                 raise UnknownHandler(f"no handler registered for {name!r}")
             is_async = is_async_handler(handler)
-            chain = (adapt(apply_status_rules(handler, self.logger), *self._adapters), is_async)
+            # A handler built by wh.adapt() gets the status rules inside its own adapters too,
+            # so they see the final status like the worker's adapters do.
+            bare, own = unadapt(handler)
+            ruled = apply_status_rules(bare, self.logger)
+            chain = (adapt(ruled, *own, *self._adapters), is_async)
             self._chains[name] = chain
         return chain
 
