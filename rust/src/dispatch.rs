@@ -9,6 +9,7 @@
 
 use crate::channel::Channel;
 use crate::errors::{Error, Result};
+use crate::queue::{Ack, Claim, Outcome};
 use crate::runtime::{handle, not_nan, now_ns, ns_to_secs, secs_to_ns, timeout_arg};
 use crate::timers::timers;
 use parking_lot::{Condvar, Mutex};
@@ -33,10 +34,12 @@ const LATENESS_BOUNDS_NS: [u64; 8] = [
     100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
 ];
 
-/// One execution on its way to Python: which entry, the received item if any, when it was due.
+/// One execution on its way to Python: which entry, the received item if any (or the claimed
+/// queued job), when it was due.
 struct Ready {
     key: u64,
     payload: Option<Py<PyAny>>,
+    claim: Option<Box<Claim>>,
     scheduled: u64,
     lane: usize,
     /// Not an execution: tells Python that a repeating entry has finished for good.
@@ -55,6 +58,13 @@ enum Source {
         wake: Arc<Notify>,
         max_outstanding: u32,
         drain: bool,
+    },
+    /// A durable queue's consumer loop (queue/consume.rs): it claims while the entry has room,
+    /// and hears completions through `acks`. `wake` tells it a permit or a stop happened.
+    Queue {
+        wake: Arc<Notify>,
+        max_outstanding: u32,
+        acks: flume::Sender<Ack>,
     },
 }
 
@@ -178,6 +188,7 @@ impl Inner {
         st.ready[lane].push_back(Ready {
             key,
             payload: None,
+            claim: None,
             scheduled: 0,
             lane,
             ended: true,
@@ -194,7 +205,7 @@ impl Inner {
             return false;
         }
         entry.ended = true;
-        if let Source::Receive { wake, .. } = &entry.source {
+        if let Source::Receive { wake, .. } | Source::Queue { wake, .. } = &entry.source {
             wake.notify_one();
         }
         if entry.outstanding == 0 {
@@ -284,11 +295,12 @@ impl Inner {
                     }
                     entry.outstanding += 1;
                 }
-                Source::Receive { .. } => continue,
+                Source::Receive { .. } | Source::Queue { .. } => continue,
             }
             st.due.push_back(Ready {
                 key,
                 payload: None,
+                claim: None,
                 scheduled: deadline,
                 lane,
                 ended: false,
@@ -314,6 +326,7 @@ impl Inner {
         st.due.push_back(Ready {
             key,
             payload: Some(item),
+            claim: None,
             scheduled: now_ns(),
             lane,
             ended: false,
@@ -337,10 +350,67 @@ impl Inner {
         }
     }
 
+    /// How many more jobs a queue consumer may claim now (None: the loop must end).
+    pub(crate) fn queue_room(&self, key: u64) -> Option<usize> {
+        let st = self.state.lock();
+        let entry = st.entries.get(&key)?;
+        if entry.ended || st.closed {
+            return None;
+        }
+        match entry.source {
+            Source::Queue {
+                max_outstanding, ..
+            } => Some(max_outstanding.saturating_sub(entry.outstanding) as usize),
+            _ => None,
+        }
+    }
+
+    /// A queue consumer claimed these jobs: each becomes a due execution. Given back when the
+    /// entry ended meanwhile (the consumer releases them).
+    pub(crate) fn claimed(
+        &self,
+        key: u64,
+        claims: Vec<Claim>,
+    ) -> std::result::Result<(), Vec<Claim>> {
+        let mut st = self.state.lock();
+        let closed = st.closed;
+        let Some(entry) = st.entries.get_mut(&key) else {
+            return Err(claims);
+        };
+        if closed || entry.ended {
+            return Err(claims);
+        }
+        entry.outstanding += claims.len() as u32;
+        let lane = entry.lane;
+        let now = now_ns();
+        st.figures.received += claims.len() as u64;
+        for claim in claims {
+            st.due.push_back(Ready {
+                key,
+                payload: None,
+                claim: Some(Box::new(claim)),
+                scheduled: now,
+                lane,
+                ended: false,
+            });
+        }
+        self.admit(&mut st);
+        Ok(())
+    }
+
     /// Closed, and nothing more can become ready: no execution waits for a permit and no
     /// draining receive entry is left (only then may executor threads and `wait_idle` finish).
     fn finished(st: &State) -> bool {
         st.closed && st.due.is_empty() && st.entries.is_empty()
+    }
+
+    /// Hand a queued execution's outcome to its consumer (before `complete`, which may remove
+    /// the entry and with it the consumer's ack channel).
+    fn ack(&self, st: &State, key: u64, ack: Ack) -> bool {
+        match st.entries.get(&key).map(|e| &e.source) {
+            Some(Source::Queue { acks, .. }) => acks.send(ack).is_ok(),
+            _ => false,
+        }
     }
 
     fn complete(&self, st: &mut State, key: u64, status: i32) {
@@ -349,7 +419,7 @@ impl Inner {
         *st.figures.by_status.entry(status).or_insert(0) += 1;
         if let Some(entry) = st.entries.get_mut(&key) {
             entry.outstanding = entry.outstanding.saturating_sub(1);
-            if let Source::Receive { wake, .. } = &entry.source {
+            if let Source::Receive { wake, .. } | Source::Queue { wake, .. } = &entry.source {
                 wake.notify_one();
             }
             if entry.ended && entry.outstanding == 0 {
@@ -453,6 +523,7 @@ impl Dispatcher {
         st.due.push_back(Ready {
             key,
             payload: None,
+            claim: None,
             scheduled: now_ns(),
             lane,
             ended: false,
@@ -569,6 +640,123 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Claim jobs from a durable queue for this dispatcher (see queue/consume.rs): at most
+    /// `prefetch` claimed and not yet finished at a time. `wanted`: (name, priority,
+    /// max_concurrency, max_fails) per handler.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (key, queue, worker_id, wanted, prefetch, is_async, concurrency))]
+    fn consume(
+        &self,
+        key: u64,
+        queue: &crate::queue::py::QueueCore,
+        worker_id: String,
+        wanted: Vec<(String, u32, u32, u32)>,
+        prefetch: u32,
+        is_async: bool,
+        concurrency: u32,
+    ) -> PyResult<()> {
+        let wake = Arc::new(Notify::new());
+        let (acks, acks_rx) = flume::unbounded();
+        {
+            let mut st = self.inner.state.lock();
+            check_key_free(&st, key)?;
+            st.entries.insert(
+                key,
+                Entry {
+                    source: Source::Queue {
+                        wake: wake.clone(),
+                        max_outstanding: prefetch.max(1),
+                        acks,
+                    },
+                    lane: lane_of(is_async),
+                    outstanding: 0,
+                    ended: false,
+                    period: 0,
+                },
+            );
+        }
+        let wanted = wanted
+            .into_iter()
+            .map(
+                |(name, priority, max_concurrency, max_fails)| crate::queue::Wanted {
+                    name,
+                    priority,
+                    max_concurrency,
+                    max_fails,
+                },
+            )
+            .collect();
+        crate::queue::consume::spawn(
+            self.inner.clone(),
+            key,
+            queue.consumer(worker_id, wanted, concurrency),
+            acks_rx,
+            wake,
+        );
+        Ok(())
+    }
+
+    /// A queued execution finished: its outcome goes to the consumer (acked in a batch), then
+    /// the permit is freed. `outcome`: complete, retry, dead, dead_failed, discard, reschedule
+    /// or release; `delay` seconds for retry and reschedule; `text` the error or reason.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (key, status, id, name, token, outcome, delay=0.0, text=None, args=None))]
+    fn done_claim(
+        &self,
+        key: u64,
+        status: i32,
+        id: String,
+        name: String,
+        token: u64,
+        outcome: &str,
+        delay: f64,
+        text: Option<String>,
+        args: Option<String>,
+    ) -> PyResult<()> {
+        let delay = crate::runtime::timeout_arg("delay", delay)?;
+        let text = text.unwrap_or_default();
+        let outcome = match outcome {
+            "complete" => Outcome::Complete,
+            "retry" => Outcome::Retry { delay, error: text },
+            "dead" => Outcome::Dead {
+                reason: text,
+                failed: false,
+            },
+            "dead_failed" => Outcome::Dead {
+                reason: text,
+                failed: true,
+            },
+            "discard" => Outcome::Discard,
+            "reschedule" => Outcome::Reschedule { delay, args },
+            "release" => Outcome::Release,
+            other => {
+                return Err(Error::Invalid(format!("unknown queue outcome {other:?}")).into());
+            }
+        };
+        let mut st = self.inner.state.lock();
+        let sent = self.inner.ack(
+            &st,
+            key,
+            Ack {
+                id,
+                name,
+                token,
+                outcome,
+            },
+        );
+        self.inner.complete(&mut st, key, status);
+        self.inner.admit(&mut st);
+        if st.in_flight == 0 {
+            self.inner.idle.notify_all();
+        }
+        drop(st);
+        if !sent {
+            // The consumer is gone (a bug): the job's lease expires and the reaper requeues it.
+            eprintln!("workhorse: a queued job's outcome had no consumer to go to");
+        }
+        Ok(())
+    }
+
     /// Stop a schedule. A pending timer is dropped (true); a repeating entry produces nothing more
     /// and sends its end marker once its last execution is done (true); otherwise false.
     fn cancel(&self, key: u64) -> bool {
@@ -673,6 +861,33 @@ impl Dispatcher {
                 return unstarted;
             }
             st.closed = true;
+            // Claimed queued jobs that never started go back to their queue, unattempted.
+            let (claims, due): (VecDeque<Ready>, VecDeque<Ready>) =
+                st.due.drain(..).partition(|r| r.claim.is_some());
+            st.due = due;
+            let ready_claims: Vec<Ready> = [SYNC, ASYNC]
+                .into_iter()
+                .flat_map(|lane| {
+                    let (claims, rest): (VecDeque<Ready>, VecDeque<Ready>) =
+                        st.ready[lane].drain(..).partition(|r| r.claim.is_some());
+                    st.ready[lane] = rest;
+                    claims
+                })
+                .collect();
+            st.in_flight = st.in_flight.saturating_sub(ready_claims.len());
+            for r in claims.into_iter().chain(ready_claims) {
+                let claim = r.claim.expect("partitioned on claim");
+                let ack = Ack {
+                    id: claim.job.id,
+                    name: claim.job.name,
+                    token: claim.token,
+                    outcome: Outcome::Release,
+                };
+                self.inner.ack(st, r.key, ack);
+                if let Some(entry) = st.entries.get_mut(&r.key) {
+                    entry.outstanding = entry.outstanding.saturating_sub(1);
+                }
+            }
             let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) =
                 st.due.drain(..).partition(|r| r.payload.is_some());
             st.due = keep;
@@ -689,12 +904,13 @@ impl Dispatcher {
             }
             // Timers and intervals go; receive entries end (a private pump's drains first) and
             // send their end marker once their received items have run.
-            st.entries
-                .retain(|_, entry| matches!(entry.source, Source::Receive { .. }));
+            st.entries.retain(|_, entry| {
+                matches!(entry.source, Source::Receive { .. } | Source::Queue { .. })
+            });
             let receiving: Vec<u64> = st.entries.keys().copied().collect();
             for key in receiving {
                 let entry = &st.entries[&key];
-                if let Source::Receive { wake, .. } = &entry.source {
+                if let Source::Receive { wake, .. } | Source::Queue { wake, .. } = &entry.source {
                     wake.notify_one();
                 }
                 if !entry.drains() {
@@ -873,9 +1089,10 @@ impl Dispatcher {
 }
 
 fn ready_tuple<'py>(py: Python<'py>, r: Ready) -> PyResult<Bound<'py, PyTuple>> {
-    let payload = match r.payload {
-        Some(p) => p.into_bound(py),
-        None => py.None().into_bound(py),
+    let payload = match (r.payload, r.claim) {
+        (Some(p), _) => p.into_bound(py),
+        (None, Some(claim)) => crate::queue::py::claim_tuple(py, *claim)?.into_any(),
+        (None, None) => py.None().into_bound(py),
     };
     PyTuple::new(
         py,
@@ -903,6 +1120,7 @@ mod tests {
         st.due.push_back(Ready {
             key,
             payload: None,
+            claim: None,
             scheduled: 0,
             lane: SYNC,
             ended: false,

@@ -17,6 +17,13 @@ create_exception!(
     "The channel was closed: nothing more can be sent, and it is drained."
 );
 
+create_exception!(
+    _core,
+    QueueError,
+    PyRuntimeError,
+    "A durable queue's backend failed or could not be reached."
+);
+
 #[derive(Debug)]
 pub(crate) enum Error {
     /// A caller passed a value outside what the call accepts; the string names the argument.
@@ -25,6 +32,8 @@ pub(crate) enum Error {
     Timeout(&'static str),
     /// The dispatcher was closed by Worker.stop().
     Stopped,
+    /// A queue backend failed (unreachable, refused a command); the string says what.
+    Backend(String),
 }
 
 impl From<Error> for PyErr {
@@ -34,6 +43,7 @@ impl From<Error> for PyErr {
             Error::ChannelClosed => ChannelClosed::new_err("channel is closed"),
             Error::Timeout(what) => PyTimeoutError::new_err(format!("{what} timed out")),
             Error::Stopped => CoreError::new_err("the dispatcher is stopped"),
+            Error::Backend(msg) => QueueError::new_err(msg),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! workhorse._core: the tokio-based engine behind workhorse.
 //!
-//! sources (timers.rs, channel.rs receive loops, later queue/) -> dispatch.rs (permits, ready
+//! sources (timers.rs, channel.rs receive loops, queue/ consumers) -> dispatch.rs (permits, ready
 //! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime.
 
 mod channel;
 mod dispatch;
 mod errors;
 mod onramp;
+mod queue;
 mod runtime;
 mod timers;
 
@@ -33,11 +34,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<dispatch::Dispatcher>()?;
     m.add_class::<onramp::OnRamp>()?;
+    m.add_class::<queue::py::QueueCore>()?;
+    m.add_class::<queue::py::CronTask>()?;
+    m.add_function(wrap_pyfunction!(queue::py::cron_next, m)?)?;
+    m.add_function(wrap_pyfunction!(queue::py::new_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(dispatch::pending_timers, m)?)?;
     m.add_function(wrap_pyfunction!(errors::core_panics, m)?)?;
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
     m.add("ChannelClosed", py.get_type::<errors::ChannelClosed>())?;
+    m.add("QueueError", py.get_type::<errors::QueueError>())?;
     Ok(())
 }

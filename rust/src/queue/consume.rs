@@ -1,0 +1,212 @@
+//! A worker's consumer loop: claims queued jobs into its dispatcher while there is room, sends
+//! finished runs back in batches, renews the leases of runs still going, reaps expired leases and
+//! heartbeats. One tokio task per worker; it never takes the GIL.
+//!
+//! It ends once the dispatcher closed its entry and every claimed job was acked (the entry drops
+//! the ack channel's sender when its last execution completes), then says goodbye to the pool.
+
+use super::{Ack, Claim, Outcome, Pool, Store, Wanted};
+use crate::dispatch::Inner;
+use crate::runtime::handle;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Heartbeats of a worker pool, for the client and dashboard.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest sleep between two looks when nothing wakes the loop.
+const IDLE_LOOK: f64 = 1.0;
+/// Back-off after a backend error (an unreachable Redis), doubling up to the cap.
+const ERROR_BACKOFF: (f64, f64) = (0.05, 5.0);
+
+/// What a consumer needs to know, made by the Python-facing queue object.
+pub(crate) struct Consumer {
+    pub store: Store,
+    pub worker_id: String,
+    pub wanted: Vec<Wanted>,
+    pub lease: f64,
+    pub reaper_interval: f64,
+    pub pool: Pool,
+}
+
+/// Start the consumer loop of dispatcher entry `key`; a panic in it is reported and counted.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    key: u64,
+    consumer: Consumer,
+    acks: flume::Receiver<Ack>,
+    wake: Arc<Notify>,
+) {
+    let runtime = handle();
+    let task = runtime.spawn(run(inner, key, consumer, acks, wake));
+    runtime.spawn(async move {
+        if let Err(err) = task.await {
+            if err.is_panic() {
+                crate::errors::report_panic("queue consumer", err.into_panic().as_ref());
+            }
+        }
+    });
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    key: u64,
+    c: Consumer,
+    acks: flume::Receiver<Ack>,
+    wake: Arc<Notify>,
+) {
+    let mut waiter = c.store.waiter();
+    // Claims handed to the dispatcher and not yet acked: their leases are renewed.
+    let mut held: HashMap<String, (String, u64)> = HashMap::new();
+    let mut pending: Vec<Ack> = Vec::new();
+    let lease_every = Duration::from_secs_f64((c.lease / 3.0).clamp(0.01, 60.0));
+    let reap_every = Duration::from_secs_f64(c.reaper_interval.clamp(0.01, 3600.0));
+    let mut next_renew = Instant::now() + lease_every;
+    // Reapers of several processes spread out instead of all looking at once.
+    let mut next_reap = Instant::now() + reap_every.mul_f64(fastrand::f64());
+    let mut next_beat = Instant::now();
+    let mut backoff = ERROR_BACKOFF.0;
+    let mut acks_open = true;
+    loop {
+        // Finished runs first: they free room and end leases.
+        while let Ok(ack) = acks.try_recv() {
+            pending.push(ack);
+        }
+        if !pending.is_empty() {
+            match c.store.finish(pending.clone()).await {
+                Ok(results) => {
+                    for (ack, fresh) in pending.drain(..).zip(results) {
+                        held.remove(&ack.id);
+                        if !fresh {
+                            eprintln!(
+                                "workhorse: the ack of job {} (attempt {}) was refused: its lease \
+                                 had expired and the job was handed on",
+                                ack.id, ack.token
+                            );
+                        }
+                    }
+                    backoff = ERROR_BACKOFF.0;
+                }
+                Err(err) => {
+                    eprintln!(
+                        "workhorse: acking {} jobs failed, retrying: {err:?}",
+                        pending.len()
+                    );
+                    backoff = sleep_backoff(backoff).await;
+                    continue;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_beat {
+            let _ = c.store.heartbeat(c.pool.clone(), true).await;
+            next_beat = now + HEARTBEAT;
+        }
+        if now >= next_renew {
+            renew(&c, &mut held).await;
+            next_renew = Instant::now() + lease_every;
+        }
+        if now >= next_reap {
+            if let Err(err) = c.store.reap().await {
+                eprintln!("workhorse: reaping expired leases failed: {err:?}");
+            }
+            next_reap = Instant::now() + reap_every;
+        }
+        let until_periodic = next_renew
+            .min(next_reap)
+            .min(next_beat)
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        match inner.queue_room(key) {
+            None => {
+                // Stopped: nothing more is claimed; wait for the acks of the runs still going.
+                if !acks_open {
+                    break;
+                }
+                tokio::select! {
+                    ack = acks.recv_async() => match ack {
+                        Ok(ack) => pending.push(ack),
+                        Err(_) => acks_open = false,
+                    },
+                    _ = tokio::time::sleep(Duration::from_secs_f64(until_periodic)) => {}
+                }
+            }
+            Some(0) => {
+                tokio::select! {
+                    ack = acks.recv_async() => if let Ok(ack) = ack { pending.push(ack) },
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs_f64(until_periodic)) => {}
+                }
+            }
+            Some(room) => {
+                waiter.mark_seen();
+                let claims = match c.store.fetch(&c.worker_id, &c.wanted, room, c.lease).await {
+                    Ok(claims) => {
+                        backoff = ERROR_BACKOFF.0;
+                        claims
+                    }
+                    Err(err) => {
+                        eprintln!("workhorse: claiming jobs failed, retrying: {err:?}");
+                        backoff = sleep_backoff(backoff).await;
+                        continue;
+                    }
+                };
+                if claims.is_empty() {
+                    tokio::select! {
+                        _ = c.store.wait_for_work(&mut waiter, until_periodic.min(IDLE_LOOK)) => {}
+                        ack = acks.recv_async() => if let Ok(ack) = ack { pending.push(ack) },
+                        _ = wake.notified() => {}
+                    }
+                    continue;
+                }
+                for claim in &claims {
+                    held.insert(claim.job.id.clone(), (claim.job.name.clone(), claim.token));
+                }
+                if let Err(back) = inner.claimed(key, claims) {
+                    // Stopped while claiming: back to the queue, unattempted.
+                    pending.extend(back.into_iter().map(release));
+                }
+            }
+        }
+    }
+    let _ = c.store.heartbeat(c.pool.clone(), false).await;
+}
+
+fn release(claim: Claim) -> Ack {
+    Ack {
+        id: claim.job.id,
+        name: claim.job.name,
+        token: claim.token,
+        outcome: Outcome::Release,
+    }
+}
+
+async fn renew(c: &Consumer, held: &mut HashMap<String, (String, u64)>) {
+    if held.is_empty() {
+        return;
+    }
+    let runs: Vec<(String, String, u64)> = held
+        .iter()
+        .map(|(id, (name, token))| (id.clone(), name.clone(), *token))
+        .collect();
+    match c.store.renew(&runs, c.lease).await {
+        Ok(kept) => {
+            for ((id, _, token), kept) in runs.into_iter().zip(kept) {
+                if !kept {
+                    eprintln!(
+                        "workhorse: the lease of job {id} (attempt {token}) was lost; its result \
+                         will be refused"
+                    );
+                    held.remove(&id);
+                }
+            }
+        }
+        Err(err) => eprintln!("workhorse: renewing {} leases failed: {err:?}", runs.len()),
+    }
+}
+
+async fn sleep_backoff(backoff: f64) -> f64 {
+    tokio::time::sleep(Duration::from_secs_f64(backoff)).await;
+    (backoff * 2.0).min(ERROR_BACKOFF.1)
+}
