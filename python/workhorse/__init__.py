@@ -21,6 +21,7 @@ from workhorse.errors import (
     ChannelClosed,
     CoreError,
     InvalidHandler,
+    QueueError,
     UnknownHandler,
     WorkerStopped,
 )
@@ -28,6 +29,16 @@ from workhorse.execution import Execution, Schedule
 from workhorse.executor import Executor
 from workhorse.job import Context, Job, Session, Trace
 from workhorse.middleware import Adapter, Handler, adapt, run_safely
+from workhorse.queue import (
+    BusyWorker,
+    Page,
+    Queue,
+    QueuedJob,
+    QueueInfo,
+    QueueJob,
+    Result,
+    WorkerPool,
+)
 from workhorse.server import Server, serve
 from workhorse.sources import Channel
 from workhorse.status import Status
@@ -41,6 +52,7 @@ __all__ = [
     "RESPONSE_SIZE",
     "Adapter",
     "ArgError",
+    "BusyWorker",
     "Channel",
     "ChannelClosed",
     "ConcurrentJob",
@@ -51,7 +63,14 @@ __all__ = [
     "Handler",
     "InvalidHandler",
     "Job",
+    "Page",
     "PerformWith",
+    "Queue",
+    "QueueError",
+    "QueueInfo",
+    "QueueJob",
+    "QueuedJob",
+    "Result",
     "Schedule",
     "Server",
     "Session",
@@ -59,6 +78,7 @@ __all__ = [
     "Trace",
     "UnknownHandler",
     "Worker",
+    "WorkerPool",
     "WorkerStopped",
     "adapt",
     "run_safely",

@@ -1,5 +1,6 @@
 """The compiled core (rust/src): the exact boundary between Python and the tokio engine."""
 
+from collections.abc import Callable
 from typing import Any, final
 
 class CoreError(RuntimeError):
@@ -7,6 +8,50 @@ class CoreError(RuntimeError):
 
 class ChannelClosed(RuntimeError):
     """The channel was closed: nothing more can be sent, and it is drained."""
+
+class QueueError(RuntimeError):
+    """A durable queue's backend failed or could not be reached."""
+
+def cron_next(spec: str, after: float) -> float:
+    """The first slot of a six-field cron spec (seconds first, UTC) after `after` (epoch s)."""
+
+def new_job_id() -> str:
+    """A new queue job id: 32 random hex digits."""
+
+# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason)
+JobTuple = tuple[str, str, str, float, float, int, str | None, float | None, str | None]
+
+@final
+class CronTask:
+    """A running periodic enqueue."""
+
+    def stop(self) -> None: ...
+
+@final
+class QueueCore:
+    """A queue backend (memory:// or redis://); every call releases the GIL."""
+
+    def __init__(self, url: str, namespace: str, lease: float, reaper_interval: float) -> None: ...
+    def now(self) -> float: ...
+    def enqueue(
+        self, jobs: list[tuple[str, str, str, float, str | None]]
+    ) -> list[JobTuple | None]: ...
+    def enqueue_cb(
+        self,
+        jobs: list[tuple[str, str, str, float, str | None]],
+        callback: Callable[[list[JobTuple | None] | None, BaseException | None], None],
+    ) -> None: ...
+    def checkin(self, id: str, token: int, message: str) -> bool: ...
+    def set_paused(self, name: str, paused: bool) -> None: ...
+    def queues(self) -> list[tuple[str, int, int, int, int, float, bool, int]]: ...
+    def page(self, set: str, page: int, per_page: int) -> tuple[list[JobTuple], int]: ...
+    def retry_dead(self, id: str | None = None) -> int: ...
+    def delete(self, set: str, id: str | None = None) -> int: ...
+    def reap(self) -> int: ...
+    def pools(self) -> list[dict[str, Any]]: ...
+    def busy(self) -> list[tuple[str, str, str, float, str | None, float | None]]: ...
+    def stats(self) -> tuple[int, int, int, int, int]: ...
+    def cron(self, spec: str, name: str, args: str) -> CronTask: ...
 
 def monotonic() -> float:
     """time.monotonic() as the core sees it (CLOCK_MONOTONIC), in seconds."""
@@ -45,6 +90,28 @@ class Dispatcher:
     def every(self, key: int, first: float, period: float, sync: bool, is_async: bool) -> None: ...
     def receive(
         self, key: int, channel: Channel, sync: bool, is_async: bool, drain: bool = False
+    ) -> None: ...
+    def consume(
+        self,
+        key: int,
+        queue: QueueCore,
+        worker_id: str,
+        wanted: list[tuple[str, int, int, int]],
+        prefetch: int,
+        is_async: bool,
+        concurrency: int,
+    ) -> None: ...
+    def done_claim(
+        self,
+        key: int,
+        status: int,
+        id: str,
+        name: str,
+        token: int,
+        outcome: str,
+        delay: float = 0.0,
+        text: str | None = None,
+        args: str | None = None,
     ) -> None: ...
     def cancel(self, key: int) -> bool: ...
     def take(

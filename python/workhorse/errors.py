@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from workhorse._core import ChannelClosed, CoreError
+from workhorse._core import ChannelClosed, CoreError, QueueError
 
 __all__ = [
     "ArgError",
     "ChannelClosed",
     "CoreError",
     "InvalidHandler",
+    "QueueError",
     "UnknownHandler",
     "WorkerStopped",
 ]

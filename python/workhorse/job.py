@@ -75,6 +75,7 @@ class Context:
         "_executing",
         "_started",
         "_trace",
+        "_result",
         "session",
     )
 
@@ -98,6 +99,7 @@ class Context:
         # step timings count from here.
         self._started = time.perf_counter()
         self._trace: Trace | None = None
+        self._result: object = None  # a wh.Result a queued job's handler returned
         self.session = session if session is not None else _DEFAULT_SESSION
 
     @property

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from workhorse.errors import ArgError
 from workhorse.job import Job
+from workhorse.queue.result import Result
 from workhorse.status import Status
 
 __all__ = [
@@ -121,6 +122,19 @@ async def _contained(awaitable: Awaitable[object]) -> object:
 _UNKNOWN, _SUCCESS, _TIMEOUT = Status.UNKNOWN, Status.SUCCESS, Status.TIMEOUT
 
 
+def _take_result(job: Job, result: object) -> None:
+    # A queued job's handler returned a wh.Result: kept for the outcome; its status is what the
+    # adapters see (a retry is UNAVAILABLE, dead is INTERNAL_ERROR).
+    ctx = job.ctx
+    ctx._result = result
+    kind = result.kind  # type: ignore[attr-defined]
+    if ctx._status < 400:
+        if kind == "retry":
+            ctx._status = Status.UNAVAILABLE
+        elif kind == "dead":
+            ctx._status = Status.INTERNAL_ERROR
+
+
 def _finish(job: Job) -> None:
     ctx = job.ctx
     deadline = ctx.deadline
@@ -146,6 +160,8 @@ def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handle
                 else:
                     remaining = max(ctx.deadline - time.monotonic(), 0.0)
                     result = await asyncio.wait_for(_contained(async_handler(job)), remaining)
+                if result is not None and type(result) is Result:
+                    _take_result(job, result)
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                     ctx.status = Status.TIMEOUT
@@ -167,6 +183,8 @@ def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handle
         result: object = None
         try:
             result = handler(job)
+            if result is not None and type(result) is Result:
+                _take_result(job, result)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not kill a thread
             record_error(job, exc, log)
         _finish(job)

@@ -16,6 +16,7 @@ import inspect
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 import weakref
@@ -37,6 +38,9 @@ from workhorse.middleware import (
     record_error,
     unadapt,
 )
+from workhorse.queue.job import QueueJob
+from workhorse.queue.outcome import HandlerOptions, outcome_of
+from workhorse.queue.queue import Queue, encode_args
 from workhorse.sources import HOLDING, Channel, pump_async, pump_thread, source_kind
 from workhorse.status import Status
 
@@ -52,6 +56,7 @@ _ASYNC_BATCH = 4096
 # figures() key prefix of the cumulative interval-lateness buckets ("...:<upper bound seconds>").
 LATENESS_LE = "interval_lateness_le:"
 _TAKE_TIMEOUT = 0.5
+_DEFAULT_OPTIONS = HandlerOptions()
 # The contexts of running executions by the id of their Job: an execution claims its job with
 # one dict.setdefault (atomic under the GIL, no lock for threads to queue on); if another
 # execution holds it, this one runs on a fork of it.
@@ -95,11 +100,14 @@ def _shutdown_core() -> None:
 
 
 class _Repeat:
-    """A record of an interval or receive schedule: each execution runs on a fork of the job."""
+    """A record of an interval or receive schedule (each execution runs on a fork of the job),
+    or of a queue consumer (job and handler None: each claimed job names its handler)."""
 
     __slots__ = ("job", "handler", "is_async", "schedule")
 
-    def __init__(self, job: Job, handler: Handler, is_async: bool, schedule: Schedule) -> None:
+    def __init__(
+        self, job: Job | None, handler: Handler | None, is_async: bool, schedule: Schedule
+    ) -> None:
         self.job = job
         self.handler = handler
         self.is_async = is_async
@@ -136,6 +144,8 @@ class Worker:
         session: Session | None = None,
         logger: logging.Logger | None = None,
         name: str | None = None,
+        queue: Queue | None = None,
+        grace: float = 25.0,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(f"concurrency must be an int, got {type(concurrency).__name__}")
@@ -143,6 +153,10 @@ class Worker:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if session is not None and not isinstance(session, Session):
             raise TypeError(f"session must be a wh.Session, got {type(session).__name__}")
+        if queue is not None and not isinstance(queue, Queue):
+            raise TypeError(f"queue must be a wh.Queue, got {type(queue).__name__}")
+        self._queue = queue
+        self._grace = _checks.delay(grace, "grace")
         self.concurrency = concurrency
         self.session = session if session is not None else Session()
         self.logger = logger or logging.getLogger("workhorse")
@@ -169,6 +183,17 @@ class Worker:
         self._forked_from: int | None = None  # the parent's pid, in a child forked after start
         # Threads running a sync perform of this worker (stop() there would wait for itself).
         self._inline: set[int] = set()
+        # Durable queue: handler options by name, contexts and tasks of queued runs (cancelled
+        # only once the grace has passed), periodic enqueues (spec, name, args JSON).
+        self._queue_options: dict[str, HandlerOptions] = {}
+        self._queue_live: set[Context] = set()
+        self._queue_tasks: set[asyncio.Task[None]] = set()
+        self._grace_over = False
+        self._periodic: list[tuple[str, str, str]] = []
+        self._cron_tasks: list[_core.CronTask] = []
+        self.worker_id = (
+            f"{socket.gethostname()}:{os.getpid()}:{self.name}:{_core.new_job_id()[:8]}"
+        )
         # Run by each executor thread before its first execution; False stops the thread.
         self._thread_init: Callable[[], bool] | None = None
         _workers.add(self)
@@ -188,14 +213,72 @@ class Worker:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = handler
 
-    def handler(self, name: str) -> Callable[[_H], _H]:
-        """Decorator form of register()."""
+    def handler(
+        self,
+        name: str,
+        *,
+        priority: int = 1,
+        max_fails: int = 4,
+        skip_dead: bool = False,
+        max_concurrency: int = 0,
+        backoff: Callable[[QueueJob], float] | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[_H], _H]:
+        """Decorator form of register(). The options apply to jobs of this name claimed from
+        the worker's queue: `priority` (1..100000, weighted sampling between names),
+        `max_fails` (failed runs until dead), `skip_dead` (delete instead), `max_concurrency`
+        (runs at once across processes, 0 = no cap), `backoff` ((job) -> seconds before a
+        retry; gocraft's curve by default), `timeout` (seconds per run)."""
+        options = _handler_options(
+            priority, max_fails, skip_dead, max_concurrency, backoff, timeout
+        )
 
         def decorate(fn: _H) -> _H:
             self.register(name, fn)
+            self._queue_options[name] = options
             return fn
 
         return decorate
+
+    def periodically_enqueue(
+        self, spec: str, name: str, args: dict[str, Any] | None = None
+    ) -> None:
+        """Enqueue `name` into the worker's queue once per slot of the cron `spec` (six fields,
+        seconds first, UTC) while the worker runs; any number of processes may do the same and
+        each slot is enqueued once. Slots missed while no worker ran are not caught up."""
+        if self._queue is None:
+            raise ValueError("periodically_enqueue needs a Worker(queue=...)")
+        if not isinstance(spec, str):
+            raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"job name must be a non-empty str, got {name!r}")
+        _core.cron_next(spec, time.time())  # ValueError for a bad spec, here and now
+        entry = (spec, name, encode_args(args))
+        with self._lock:
+            self._periodic.append(entry)
+            if self._started and not self._stopped:
+                self._cron_tasks.append(self._queue._core.cron(*entry))
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Start if needed; return once no job of this worker's names is ready (and not paused)
+        or running (jobs scheduled for later don't count); False on timeout."""
+        if self._queue is None:
+            raise ValueError("drain needs a Worker(queue=...)")
+        timeout = _checks.timeout(timeout)
+        self._ensure_started()
+        names = set(self._handlers)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            busy = any(
+                q.running or (q.ready and not q.paused)
+                for q in self._queue.client.queues()
+                if q.name in names
+            )
+            if not busy and self._core.in_flight == 0:
+                return True
+            if end is not None and time.monotonic() >= end:
+                return False
+            time.sleep(0.005)
 
     def use(self, *adapters: Adapter) -> None:
         """Add adapters applied to every handler, outside the handler's own."""
@@ -237,7 +320,35 @@ class Worker:
             except RuntimeError:
                 self._loop = None
             self._spawn_sync_thread()
+            if self._queue is not None:
+                self._start_queue(self._queue)
         return self
+
+    def _start_queue(self, queue: Queue) -> None:
+        # One consumer per lane (sync and async handlers), each claiming only its names.
+        lanes: dict[bool, list[tuple[str, int, int, int]]] = {False: [], True: []}
+        for name in self._handlers:
+            _handler, is_async = self._chain(name)
+            o = self._queue_options.get(name, _DEFAULT_OPTIONS)
+            lanes[is_async].append((name, o.priority, o.max_concurrency, o.max_fails))
+        for is_async, wanted in lanes.items():
+            if not wanted:
+                continue
+            if is_async:
+                self._ensure_loop_locked()
+            key = next(_keys)
+            self._repeat[key] = _Repeat(None, None, is_async, Schedule(self, key, "queue"))
+            self._core.consume(
+                key,
+                queue._core,
+                self.worker_id,
+                wanted,
+                2 * self.concurrency,
+                is_async,
+                self.concurrency,
+            )
+        for entry in self._periodic:
+            self._cron_tasks.append(queue._core.cron(*entry))
 
     def _ensure_started(self) -> None:
         if not self._started or self._stopped:
@@ -245,22 +356,26 @@ class Worker:
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name=f"{self.name}-loop", daemon=True
-                )
-                thread.start()
-                self._loop, self._loop_thread = loop, thread
-            if self._feeder is None:
-                self._feeder = threading.Thread(
-                    target=self._feed_loop,
-                    args=(self._loop,),
-                    name=f"{self.name}-feeder",
-                    daemon=True,
-                )
-                self._feeder.start()
-            return self._loop
+            return self._ensure_loop_locked()
+
+    def _ensure_loop_locked(self) -> asyncio.AbstractEventLoop:
+        # Called with self._lock held.
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name=f"{self.name}-loop", daemon=True
+            )
+            thread.start()
+            self._loop, self._loop_thread = loop, thread
+        if self._feeder is None:
+            self._feeder = threading.Thread(
+                target=self._feed_loop,
+                args=(self._loop,),
+                name=f"{self.name}-feeder",
+                daemon=True,
+            )
+            self._feeder.start()
+        return self._loop
 
     def _spawn_sync_thread(self) -> None:
         # Called with self._lock held, or from an executor thread (which takes it).
@@ -292,9 +407,30 @@ class Worker:
             )
         if not self._begin_stop():
             return True
-        idle = self._core.wait_idle(timeout)
+        idle = self._wait_with_grace(timeout, self._core.wait_idle)
         self._finish_stop(idle)
         return idle
+
+    def _wait_with_grace(self, timeout: float | None, wait: Callable[[float | None], bool]) -> bool:
+        """Wait for running executions; queued jobs get `grace` seconds, then their contexts and
+        tasks are cancelled and they are released to the queue, the attempt not counted."""
+        if self._queue is None:
+            return wait(timeout)
+        start = time.monotonic()
+        if wait(self._grace if timeout is None else min(self._grace, timeout)):
+            return True
+        self._grace_over = True
+        for ctx in list(self._queue_live):
+            ctx.cancel()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            for task in list(self._queue_tasks):
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    break
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        return wait(remaining)
 
     def _begin_stop(self) -> bool:
         with self._lock:
@@ -317,13 +453,16 @@ class Worker:
             )
         for key, rep in list(self._repeat.items()):
             rep.schedule._stop = True
-            if rep.schedule.kind != "receive":
+            if rep.schedule.kind not in ("receive", "queue"):
                 del self._repeat[key]
                 rep.schedule._end()
             # A receive schedule ends with its end marker, once the items it had already
             # taken from its source have run.
         for ctx in list(self._live):
             ctx.cancel()
+        for cron in self._cron_tasks:
+            cron.stop()
+        self._cron_tasks.clear()
         loop = self._loop
         if self._pumps and loop is not None and not loop.is_closed():
             # Async pumps waiting on their source hold nothing: end them now (their channel
@@ -403,7 +542,9 @@ class Worker:
         if not self._begin_stop():
             return True
         loop = asyncio.get_running_loop()
-        idle = await loop.run_in_executor(None, self._core.wait_idle, timeout)
+        idle = await loop.run_in_executor(
+            None, self._wait_with_grace, timeout, self._core.wait_idle
+        )
         if self._loop is loop:
             await self._cancel_tasks(not idle)
         self._finish_stop(idle)
@@ -656,11 +797,13 @@ class Worker:
         handler: Handler,
         due: float | None = None,
         execution: Execution | None = None,
+        live: set[Context] | None = None,
     ) -> Context:
         # While it runs, no other execution replaces the job's context: they fork instead.
         job = self._begin(job, due, execution)
         ctx: Context = job._ctx  # type: ignore[assignment]
-        live = self._live
+        if live is None:
+            live = self._live
         live.add(ctx)
         try:
             result = handler(job)
@@ -682,11 +825,14 @@ class Worker:
         handler: Handler,
         due: float | None = None,
         execution: Execution | None = None,
+        live: set[Context] | None = None,
     ) -> Context:
         # While it runs, no other execution replaces the job's context: they fork instead.
         job = self._begin(job, due, execution)
         ctx: Context = job._ctx  # type: ignore[assignment]
-        self._live.add(ctx)
+        if live is None:
+            live = self._live
+        live.add(ctx)
         try:
             await handler(job)  # type: ignore[misc]
         except asyncio.CancelledError as exc:
@@ -698,7 +844,7 @@ class Worker:
         except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
             record_error(job, exc, self.logger)
         finally:
-            self._live.discard(ctx)
+            live.discard(ctx)
             del _running_jobs[id(job)]
         _final_status(ctx)
         return ctx
@@ -762,12 +908,59 @@ class Worker:
         rep = self._repeat_for(key, ended)
         if rep is None:
             return
+        if rep.job is None:
+            self._run_queued(key, item, due)
+            return
         job = self._fork(rep, item)
         status = Status.INTERNAL_ERROR
         try:
-            status = self._run_job(job, rep.handler, due).status
+            status = self._run_job(job, rep.handler, due).status  # type: ignore[arg-type]
         finally:
             self._core.done(key, status)
+
+    # -- queued jobs ----------------------------------------------------------------------------
+
+    def _queued(self, claim: Any) -> tuple[QueueJob, Handler, HandlerOptions]:
+        assert self._queue is not None
+        job = QueueJob._from_claim(claim, self._queue._core)
+        options = self._queue_options.get(job.handler, _DEFAULT_OPTIONS)
+        job.timeout = options.timeout
+        return job, self._chain(job.handler)[0], options
+
+    def _finish_queued(
+        self,
+        key: int,
+        job: QueueJob,
+        ctx: Context | None,
+        options: HandlerOptions,
+    ) -> None:
+        # Whatever happened, the claim is acked: a run that broke inside workhorse is released
+        # to the queue rather than lost.
+        outcome: tuple[str, float, str | None, str | None] = ("release", 0.0, None, None)
+        status = Status.INTERNAL_ERROR
+        try:
+            if ctx is not None:
+                status = ctx.status
+                released = self._grace_over and ctx._cancelled
+                outcome = outcome_of(job, ctx, options, released)
+        finally:
+            self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)
+
+    def _run_queued(self, key: int, claim: Any, due: float) -> None:
+        ctx: Context | None = None
+        job, handler, options = self._queued(claim)
+        try:
+            ctx = self._run_job(job, handler, due, live=self._queue_live)
+        finally:
+            self._finish_queued(key, job, ctx, options)
+
+    async def _run_async_queued(self, key: int, claim: Any, due: float) -> None:
+        ctx: Context | None = None
+        job, handler, options = self._queued(claim)
+        try:
+            ctx = await self._run_async(job, handler, due, live=self._queue_live)
+        finally:
+            self._finish_queued(key, job, ctx, options)
 
     def _repeat_for(self, key: int, ended: bool) -> _Repeat | None:
         """The repeating record a taken key runs, or None (its end marker, or it is gone)."""
@@ -784,7 +977,7 @@ class Worker:
 
     @staticmethod
     def _fork(rep: _Repeat, item: Any) -> Job:
-        job = rep.job._fork()
+        job = rep.job._fork()  # type: ignore[union-attr]
         if rep.schedule.kind == "receive":
             job.args["received_data"] = item
         return job
@@ -842,6 +1035,11 @@ class Worker:
                 rep = self._repeat_for(key, ended)
                 if rep is None:
                     continue
+                if rep.job is None:
+                    task = asyncio.ensure_future(self._run_async_queued(key, item, due))
+                    self._queue_tasks.add(task)
+                    task.add_done_callback(self._queue_tasks.discard)
+                    continue
                 coro = self._run_async_repeat(key, rep, self._fork(rep, item), due)
             task = asyncio.ensure_future(coro)
             self._tasks.add(task)
@@ -865,9 +1063,41 @@ class Worker:
     async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
         status = Status.INTERNAL_ERROR
         try:
-            status = (await self._run_async(job, rep.handler, due)).status
+            status = (await self._run_async(job, rep.handler, due)).status  # type: ignore[arg-type]
         finally:
             self._core.done(key, status)
+
+
+def _handler_options(
+    priority: object,
+    max_fails: object,
+    skip_dead: object,
+    max_concurrency: object,
+    backoff: object,
+    timeout: object,
+) -> HandlerOptions:
+    """Check @worker.handler(...) options: a wrong one is a TypeError/ValueError naming it."""
+    for name, value, low, high in (
+        ("priority", priority, 1, 100_000),
+        ("max_fails", max_fails, 1, 2**31 - 1),
+        ("max_concurrency", max_concurrency, 0, 2**31 - 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    if not isinstance(skip_dead, bool):
+        raise TypeError(f"skip_dead must be a bool, got {type(skip_dead).__name__}")
+    if backoff is not None and not callable(backoff):
+        raise TypeError(f"backoff must be a callable (job) -> seconds, got {backoff!r}")
+    return HandlerOptions(
+        priority=priority,  # type: ignore[arg-type]
+        max_fails=max_fails,  # type: ignore[arg-type]
+        skip_dead=skip_dead,
+        max_concurrency=max_concurrency,  # type: ignore[arg-type]
+        backoff=backoff,
+        timeout=_checks.job_timeout(timeout),
+    )
 
 
 def _final_status(ctx: Context) -> Status:

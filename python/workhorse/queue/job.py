@@ -1,0 +1,82 @@
+"""Queued jobs: `QueuedJob` (what enqueue and the client return) and the Job a handler gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any
+
+from workhorse.job import Job
+
+if TYPE_CHECKING:
+    from workhorse import _core
+
+__all__ = ["QueueJob", "QueuedJob", "queued_job"]
+
+# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason) from the core.
+JobTuple = tuple[
+    str, str, str, float, float, int, "str | None", "float | None", "str | None"
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuedJob:
+    """A job in a durable queue. Times are epoch seconds from the backend's clock."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    enqueued_at: float
+    run_at: float
+    fails: int = 0
+    last_error: str | None = None
+    died_at: float | None = None
+    reason: str | None = None
+
+
+def queued_job(t: JobTuple) -> QueuedJob:
+    return QueuedJob(t[0], t[1], json.loads(t[2]), t[3], t[4], t[5], t[6], t[7], t[8])
+
+
+class QueueJob(Job):
+    """The Job a queued job's handler gets: `id` is the queue's, plus `name`, `fails` (failed
+    runs before this one), `enqueued_at`, `last_error` and `checkin(message)`."""
+
+    __slots__ = ("fails", "enqueued_at", "run_at", "last_error", "_token", "_store")
+
+    fails: int
+    enqueued_at: float
+    run_at: float
+    last_error: str | None
+    _token: int
+    _store: _core.QueueCore
+
+    @property
+    def name(self) -> str:
+        return self.handler
+
+    def checkin(self, message: str) -> bool:
+        """Record progress ("i=335000"), shown by the client and dashboard; False if this run
+        no longer holds the job (its lease was lost)."""
+        return bool(self._store.checkin(self.id, self._token, str(message)))
+
+    @classmethod
+    def _from_claim(cls, claim: tuple[JobTuple, int], store: _core.QueueCore) -> QueueJob:
+        (jid, name, args, enqueued_at, run_at, fails, last_error, _died, _reason), token = claim
+        job = cls.__new__(cls)
+        job.handler = job.queue = name
+        job.args = json.loads(args)
+        job.timeout = None
+        job._id = jid
+        job._ctx = None
+        job._seed = None
+        job.fails = fails
+        job.enqueued_at = enqueued_at
+        job.run_at = run_at
+        job.last_error = last_error
+        job._token = token
+        job._store = store
+        return job
+
+    def __repr__(self) -> str:
+        return f"QueueJob({self.handler!r}, id={self.id!r}, fails={self.fails})"

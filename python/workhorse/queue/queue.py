@@ -1,0 +1,247 @@
+"""`Queue`: enqueue into a durable queue (memory:// or redis://) and reach its client.
+
+Arguments are a dict of JSON values, encoded here (never pickled); the backend keeps the JSON.
+Every call runs in the Rust core with the GIL released; the `a*` twins await without blocking
+the event loop (the core calls back when the backend answered, no thread per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from workhorse import _checks, _core
+from workhorse.queue.client import Client
+from workhorse.queue.job import QueuedJob, queued_job
+
+__all__ = ["Queue"]
+
+# (id, name, args JSON, delay seconds, unique key or None): what the core enqueues.
+_NewJob = tuple[str, str, str, float, "str | None"]
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"job name must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("job name must not be empty")
+    return name
+
+
+def encode_args(args: object) -> str:
+    """JSON of a job's arguments: a dict with str keys and JSON values (TypeError otherwise)."""
+    if args is None:
+        return "{}"
+    if not isinstance(args, Mapping):
+        raise TypeError(f"args must be a dict of JSON values, got {type(args).__name__}")
+    for key in args:
+        if not isinstance(key, str):
+            raise TypeError(f"args keys must be str, got {type(key).__name__} {key!r}")
+    try:
+        return json.dumps(args, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"args must be JSON values (never pickled): {exc}") from None
+
+
+def _unique_key(name: str, payload: str) -> str:
+    digest = hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+    return f"{name}:{digest}"
+
+
+def _canonical(args: str) -> str:
+    # Equal args give one key whatever their key order.
+    return json.dumps(json.loads(args), sort_keys=True, separators=(",", ":"))
+
+
+def _delay_until(when: object) -> float:
+    epoch = _checks.epoch(when)
+    return max(0.0, epoch - time.time())
+
+
+class Queue:
+    """A durable queue: `Queue.from_url("memory://")` or `Queue.from_url("redis://host/0")`."""
+
+    def __init__(self, core: _core.QueueCore, url: str, namespace: str) -> None:
+        self._core = core
+        self.url = url
+        self.namespace = namespace
+        self.client = Client(core)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "workhorse",
+        lease: float = 30.0,
+        reaper_interval: float = 5.0,
+    ) -> Queue:
+        """Open a queue. `memory://` is a new store per call, `memory://NAME` one shared by name
+        in this process; `redis://[:password@]host:port/db` (or rediss://) is shared by every
+        process using the same namespace. `lease`: seconds a claimed job is held without a
+        renewal before the reaper (every `reaper_interval` s, in every worker) requeues it."""
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        if not isinstance(namespace, str) or not namespace:
+            raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
+        lease = _checks.period(lease, "lease")
+        reaper_interval = _checks.period(reaper_interval, "reaper_interval")
+        return cls(_core.QueueCore(url, namespace, lease, reaper_interval), url, namespace)
+
+    def __repr__(self) -> str:
+        return f"Queue({self.url!r}, namespace={self.namespace!r})"
+
+    # -- building the core's rows ---------------------------------------------------------
+
+    @staticmethod
+    def _row(
+        name: object, args: object, delay: float = 0.0, unique: bool = False, key: Any = None
+    ) -> _NewJob:
+        name = _check_name(name)
+        payload = encode_args(args)
+        unique_key = None
+        if key is not None:
+            unique_key = _unique_key(name, "key:" + encode_args({"key": key}))
+        elif unique:
+            unique_key = _unique_key(name, _canonical(payload))
+        return (_core.new_job_id(), name, payload, delay, unique_key)
+
+    def _one(self, row: _NewJob) -> QueuedJob | None:
+        (stored,) = self._core.enqueue([row])
+        return None if stored is None else queued_job(stored)
+
+    async def _aone(self, row: _NewJob) -> QueuedJob | None:
+        (stored,) = await self._arows([row])
+        return stored
+
+    async def _arows(self, rows: list[_NewJob]) -> list[QueuedJob | None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+
+        def done(result: list[Any] | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, fut, result, error)
+
+        self._core.enqueue_cb(rows, done)
+        stored = await fut
+        return [None if s is None else queued_job(s) for s in stored]
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def enqueue(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob:
+        """Enqueue a job to run now."""
+        job = self._one(self._row(name, args))
+        assert job is not None
+        return job
+
+    def enqueue_in(
+        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob:
+        """Enqueue a job to run after delay (seconds or timedelta)."""
+        job = self._one(self._row(name, args, _checks.delay(delay)))
+        assert job is not None
+        return job
+
+    def enqueue_at(
+        self, name: str, when: float | _dt.datetime, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob:
+        """Enqueue a job to run at when (datetime, naive = local time, or epoch seconds)."""
+        job = self._one(self._row(name, args, _delay_until(when)))
+        assert job is not None
+        return job
+
+    def enqueue_unique(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob | None:
+        """Enqueue unless an equal job (same name and args) is waiting: then None."""
+        return self._one(self._row(name, args, unique=True))
+
+    def enqueue_unique_in(
+        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob | None:
+        """enqueue_unique, to run after delay."""
+        return self._one(self._row(name, args, _checks.delay(delay), unique=True))
+
+    def enqueue_unique_by_key(
+        self, name: str, args: Mapping[str, Any] | None, key: Any
+    ) -> QueuedJob | None:
+        """Enqueue unless a job of this name enqueued with an equal key (any JSON value) is
+        waiting: then None."""
+        if key is None:
+            raise TypeError("key must be a JSON value, not None")
+        return self._one(self._row(name, args, key=key))
+
+    def enqueue_many(
+        self, jobs: Iterable[tuple[str, Mapping[str, Any] | None] | Sequence[Any]]
+    ) -> list[QueuedJob]:
+        """Enqueue (name, args) pairs: one round trip per 10,000."""
+        rows = [self._pair(job) for job in jobs]
+        out: list[QueuedJob] = []
+        for start in range(0, len(rows), 10_000):
+            stored = self._core.enqueue(rows[start : start + 10_000])
+            out.extend(queued_job(s) for s in stored if s is not None)  # never None: not unique
+        return out
+
+    @classmethod
+    def _pair(cls, job: object) -> _NewJob:
+        if not isinstance(job, (tuple, list)) or len(job) != 2:
+            raise TypeError(f"enqueue_many takes (name, args) pairs, got {job!r}")
+        return cls._row(job[0], job[1])
+
+    # -- awaitable twins ------------------------------------------------------------------
+
+    async def aenqueue(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob:
+        job = await self._aone(self._row(name, args))
+        assert job is not None
+        return job
+
+    async def aenqueue_in(
+        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob:
+        job = await self._aone(self._row(name, args, _checks.delay(delay)))
+        assert job is not None
+        return job
+
+    async def aenqueue_at(
+        self, name: str, when: float | _dt.datetime, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob:
+        job = await self._aone(self._row(name, args, _delay_until(when)))
+        assert job is not None
+        return job
+
+    async def aenqueue_unique(
+        self, name: str, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob | None:
+        return await self._aone(self._row(name, args, unique=True))
+
+    async def aenqueue_unique_in(
+        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+    ) -> QueuedJob | None:
+        return await self._aone(self._row(name, args, _checks.delay(delay), unique=True))
+
+    async def aenqueue_unique_by_key(
+        self, name: str, args: Mapping[str, Any] | None, key: Any
+    ) -> QueuedJob | None:
+        if key is None:
+            raise TypeError("key must be a JSON value, not None")
+        return await self._aone(self._row(name, args, key=key))
+
+    async def aenqueue_many(
+        self, jobs: Iterable[tuple[str, Mapping[str, Any] | None] | Sequence[Any]]
+    ) -> list[QueuedJob]:
+        rows = [self._pair(job) for job in jobs]
+        out: list[QueuedJob] = []
+        for start in range(0, len(rows), 10_000):
+            out.extend(j for j in await self._arows(rows[start : start + 10_000]) if j is not None)
+        return out
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
