@@ -946,9 +946,21 @@ class Worker:
         finally:
             self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)
 
+    def _undecodable(self, key: int, claim: Any, exc: Exception) -> None:
+        # A payload that is not a JSON object (written by hand into Redis, or corrupted) cannot
+        # run and never will: dead at once, with the reason.
+        (jid, name, *_rest), token = claim
+        reason = f"undecodable job payload: {type(exc).__name__}: {exc}"
+        self.logger.error("%s: job %s (%s) is dead: %s", self.name, jid, name, reason)
+        self._core.done_claim(key, Status.BAD_REQUEST, jid, name, token, "dead", 0.0, reason)
+
     def _run_queued(self, key: int, claim: Any, due: float) -> None:
         ctx: Context | None = None
-        job, handler, options = self._queued(claim)
+        try:
+            job, handler, options = self._queued(claim)
+        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
+            self._undecodable(key, claim, exc)
+            return
         try:
             ctx = self._run_job(job, handler, due, live=self._queue_live)
         finally:
@@ -956,7 +968,11 @@ class Worker:
 
     async def _run_async_queued(self, key: int, claim: Any, due: float) -> None:
         ctx: Context | None = None
-        job, handler, options = self._queued(claim)
+        try:
+            job, handler, options = self._queued(claim)
+        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
+            self._undecodable(key, claim, exc)
+            return
         try:
             ctx = await self._run_async(job, handler, due, live=self._queue_live)
         finally:

@@ -34,8 +34,20 @@ class QueuedJob:
     reason: str | None = None
 
 
+UNDECODABLE = "<undecodable>"
+
+
+def _args_of(raw: str) -> dict[str, Any]:
+    # The client shows what a corrupted payload holds instead of failing the whole page.
+    try:
+        args = json.loads(raw)
+    except ValueError:
+        return {UNDECODABLE: raw}
+    return args if isinstance(args, dict) else {UNDECODABLE: raw}
+
+
 def queued_job(t: JobTuple) -> QueuedJob:
-    return QueuedJob(t[0], t[1], json.loads(t[2]), t[3], t[4], t[5], t[6], t[7], t[8])
+    return QueuedJob(t[0], t[1], _args_of(t[2]), t[3], t[4], t[5], t[6], t[7], t[8])
 
 
 class QueueJob(Job):
@@ -65,7 +77,10 @@ class QueueJob(Job):
         (jid, name, args, enqueued_at, run_at, fails, last_error, _died, _reason), token = claim
         job = cls.__new__(cls)
         job.handler = job.queue = name
-        job.args = json.loads(args)
+        decoded = json.loads(args)
+        if not isinstance(decoded, dict):
+            raise TypeError(f"arguments must be a JSON object, got {type(decoded).__name__}")
+        job.args = decoded
         job.timeout = None
         job._id = jid
         job._ctx = None
