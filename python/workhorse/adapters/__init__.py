@@ -11,6 +11,7 @@ from workhorse.adapters.health import HealthCheck, health
 from workhorse.adapters.keys import REQUEST_ID, REQUEST_SIZE, RESPONSE_SIZE
 from workhorse.adapters.logs import aggregate_logging
 from workhorse.adapters.prometheus import prometheus, register_core_collector
+from workhorse.adapters.queue_metrics import register_queue_collector
 from workhorse.adapters.request_id import request_id
 from workhorse.adapters.steps import step_timings
 from workhorse.adapters.tracing import tracing
@@ -24,6 +25,7 @@ __all__ = [
     "health",
     "prometheus",
     "register_core_collector",
+    "register_queue_collector",
     "request_id",
     "step_timings",
     "tracing",
