@@ -1,10 +1,13 @@
 """`make demo` (python -m workhorse.demo): interval jobs, a channel receiver and an on-ramping
-ConcurrentJob on the in-memory default, with a live summary in the terminal."""
+ConcurrentJob on the in-memory default, with a live summary in the terminal; then a durable
+queue (memory:// by default, Redis when WORKHORSE_URL=redis://... is set): enqueues, retries, a
+dead job and a cron slot."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import threading
@@ -89,7 +92,51 @@ def main(argv: list[str] | None = None) -> None:
         orders.close()
     print()
     print(f"crawl runs per worker number: {dict(sorted(crawled.items()))}")
+    queue_demo(os.environ.get("WORKHORSE_URL", "memory://"), min(args.seconds, 4.0))
     print("demo done: every status above came through the Rust core's dispatcher")
+
+
+def queue_demo(url: str, seconds: float) -> None:
+    """Enqueue, retry, die and tick on a durable queue, printing its client's view."""
+    queue = wh.Queue.from_url(url, namespace=f"demo-{os.getpid()}")
+    worker = wh.Worker(concurrency=10, queue=queue, name="queue-demo", grace=1.0)
+    sent: list[str] = []
+
+    @worker.handler("email", backoff=lambda job: 0.2)
+    def email(job: wh.Job) -> wh.Result | None:
+        if job.args.get("flaky") and job.fails < 2:  # type: ignore[attr-defined]
+            raise RuntimeError("smtp timeout (on purpose)")
+        sent.append(job.args["to"])
+        return None
+
+    @worker.handler("import", max_fails=1)
+    def import_rows(job: wh.Job) -> wh.Result:
+        return wh.Result.dead("the file is not CSV (on purpose)")
+
+    @worker.handler("report")
+    def report(job: wh.Job) -> None:
+        sent.append("report")
+
+    print(f"\nqueue demo on {url}:")
+    worker.periodically_enqueue("* * * * * *", "report")  # one per second, once per slot
+    queue.enqueue_many([("email", {"to": f"user{i}@example.com"}) for i in range(20)])
+    queue.enqueue("email", {"to": "flaky@example.com", "flaky": True})
+    queue.enqueue_in("email", 0.5, {"to": "later@example.com"})
+    queue.enqueue("import", {"file": "rows.xlsx"})
+    with worker:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            time.sleep(0.5)
+            rows = " ".join(
+                f"{q.name}[ready={q.ready} sched={q.scheduled} retry={q.retry} dead={q.dead}]"
+                for q in queue.client.queues()
+            )
+            sys.stdout.write(f"\r  sent={len(sent)} {rows}   ")
+            sys.stdout.flush()
+    print()
+    for job in queue.client.dead_jobs().jobs:
+        print(f"  dead: {job.name} {job.args} reason={job.reason!r}")
+    print(f"  counters: {queue.client.stats()}")
 
 
 if __name__ == "__main__":
