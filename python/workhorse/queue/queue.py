@@ -71,6 +71,9 @@ class Queue:
         self.url = url
         self.namespace = namespace
         self.client = Client(core)
+        # aenqueue calls waiting for their loop's next turn, by loop.
+        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[_NewJob, asyncio.Future[Any]]]]
+        self._batches = {}
 
     @classmethod
     def from_url(
@@ -116,8 +119,31 @@ class Queue:
         return None if stored is None else queued_job(stored)
 
     async def _aone(self, row: _NewJob) -> QueuedJob | None:
-        (stored,) = await self._arows([row])
-        return stored
+        # Calls made in the same turn of the event loop go to the backend together: one round
+        # trip for all of them, one wake-up of the loop for all the answers.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            loop.call_soon(self._flush, loop)
+        batch.append((row, fut))
+        stored = await fut
+        return None if stored is None else queued_job(stored)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._batches.pop(loop, [])
+        if not batch:
+            return
+        futures = [fut for _row, fut in batch]
+
+        def done(result: list[Any] | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle_all, futures, result, error)
+
+        try:
+            self._core.enqueue_cb([row for row, _fut in batch], done)
+        except BaseException as exc:  # noqa: BLE001 - every caller gets the error
+            _settle_all(futures, None, exc)
 
     async def _arows(self, rows: list[_NewJob]) -> list[QueuedJob | None]:
         loop = asyncio.get_running_loop()
@@ -236,6 +262,17 @@ class Queue:
         for start in range(0, len(rows), 10_000):
             out.extend(j for j in await self._arows(rows[start : start + 10_000]) if j is not None)
         return out
+
+
+def _settle_all(
+    futures: list[asyncio.Future[Any]], result: list[Any] | None, error: BaseException | None
+) -> None:
+    for i, fut in enumerate(futures):
+        if not fut.done():
+            if error is not None or result is None:
+                fut.set_exception(error or RuntimeError("the queue answered nothing"))
+            else:
+                fut.set_result(result[i])
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
