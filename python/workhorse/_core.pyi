@@ -18,8 +18,12 @@ def cron_next(spec: str, after: float) -> float:
 def new_job_id() -> str:
     """A new queue job id: 32 random hex digits."""
 
-# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason)
-JobTuple = tuple[str, str, str, float, float, int, str | None, float | None, str | None]
+# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason, meta JSON)
+JobTuple = tuple[
+    str, str, str, float, float, int, str | None, float | None, str | None, str | None
+]
+# (id, name, args JSON, delay, unique key, meta JSON)
+NewJobTuple = tuple[str, str, str, float, str | None, str | None]
 
 @final
 class CronTask:
@@ -33,12 +37,10 @@ class QueueCore:
 
     def __init__(self, url: str, namespace: str, lease: float, reaper_interval: float) -> None: ...
     def now(self) -> float: ...
-    def enqueue(
-        self, jobs: list[tuple[str, str, str, float, str | None]]
-    ) -> list[JobTuple | None]: ...
+    def enqueue(self, jobs: list[NewJobTuple]) -> list[JobTuple | None]: ...
     def enqueue_cb(
         self,
-        jobs: list[tuple[str, str, str, float, str | None]],
+        jobs: list[NewJobTuple],
         callback: Callable[[list[JobTuple | None] | None, BaseException | None], None],
     ) -> None: ...
     def checkin(self, id: str, token: int, message: str) -> bool: ...

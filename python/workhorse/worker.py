@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from workhorse import _checks, _core
 from workhorse._future import LazyFuture
+from workhorse.adapters.keys import REQUEST_ID as REQUEST_ID_KEY
 from workhorse.errors import InvalidHandler, UnknownHandler, WorkerStopped
 from workhorse.execution import Execution, Schedule
 from workhorse.job import Context, Job, Session
@@ -923,6 +924,9 @@ class Worker:
     def _queued(self, claim: Any) -> tuple[QueueJob, Handler, HandlerOptions]:
         assert self._queue is not None
         job = QueueJob._from_claim(claim, self._queue._core)
+        meta = job.meta
+        if meta and REQUEST_ID_KEY in meta:
+            job._seed = {REQUEST_ID_KEY: meta[REQUEST_ID_KEY]}  # restored by request_id()
         options = self._queue_options.get(job.handler, _DEFAULT_OPTIONS)
         job.timeout = options.timeout
         return job, self._chain(job.handler)[0], options

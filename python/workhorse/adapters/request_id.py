@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from typing import cast
 from workhorse.adapters.keys import REQUEST_ID
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
+from workhorse.queue.context import add_provider
 
 __all__ = ["new_request_id", "request_id"]
 
@@ -28,6 +30,20 @@ def _reseed() -> None:
 os.register_at_fork(after_in_child=_reseed)
 
 
+# The request id of the execution running in this thread or task: a job it enqueues carries it.
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "workhorse_request_id", default=None
+)
+
+
+def _carried(name: str) -> dict[str, str] | None:
+    rid = _current.get()
+    return None if rid is None else {REQUEST_ID: rid}
+
+
+add_provider(REQUEST_ID, _carried)
+
+
 def new_request_id() -> str:
     """A new 32-hex-digit request id, unique across processes."""
     return f"{_prefix}{next(_counter):016x}"
@@ -44,23 +60,32 @@ def request_id(header: str = "request_id") -> Adapter:
             async_handler = cast(Callable[[Job], Awaitable[object]], handler)
 
             async def with_id_async(job: Job) -> object:
-                _ensure(job, header)
-                return await async_handler(job)
+                token = _current.set(_ensure(job, header))
+                try:
+                    return await async_handler(job)
+                finally:
+                    _current.reset(token)
 
             return with_id_async
 
         def with_id(job: Job) -> object:
-            _ensure(job, header)
-            return handler(job)
+            token = _current.set(_ensure(job, header))
+            try:
+                return handler(job)
+            finally:
+                _current.reset(token)
 
         return with_id
 
     return adapter
 
 
-def _ensure(job: Job, header: str) -> None:
+def _ensure(job: Job, header: str) -> str:
     ctx = job.ctx
-    if ctx.get(REQUEST_ID):
-        return
+    rid: str | None = ctx.get(REQUEST_ID)
+    if rid:
+        return rid
     given = job.args.get(header)
-    ctx.set(REQUEST_ID, str(given) if given else new_request_id())
+    rid = str(given) if given else new_request_id()
+    ctx.set(REQUEST_ID, rid)
+    return rid

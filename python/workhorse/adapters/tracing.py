@@ -9,6 +9,7 @@ from workhorse.adapters._wrap import around, final_status, is_failure
 from workhorse.adapters.keys import OTEL_CONTEXT, TRACE_ID
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler
+from workhorse.queue.context import add_provider
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -19,6 +20,9 @@ __all__ = ["tracing"]
 
 def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "workhorse") -> Adapter:
     """Adapter tracing each execution as a span named "process <queue>", child of the job's parent.
+
+    Creating it also traces enqueues into durable queues: a PRODUCER span "send <name>" whose
+    context is stored with the job, so the job's CONSUMER span is its child.
 
     The parent is the ctx value "otel_context" (an OpenTelemetry Context) or else the W3C
     job.args["traceparent"] (with "tracestate"), extracted with the global propagator. The hex
@@ -43,13 +47,34 @@ def tracing(tracer_provider: TracerProvider | None = None, *, system: str = "wor
         raise TypeError(f"system must be a non-empty str, got {system!r}")
     tracer = trace.get_tracer("workhorse", tracer_provider=tracer_provider)
 
+    def produce(name: str) -> dict[str, str]:
+        # A queued job's enqueue: a PRODUCER span whose context travels with the job, so the
+        # CONSUMER span that processes it is its child.
+        with tracer.start_as_current_span(
+            f"send {name}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": system,
+                "messaging.operation.name": "send",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": name,
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}
+
+    add_provider("otel", produce)
+
     def parent_of(job: Job) -> Context | None:
         parent: Context | None = job.ctx.get(OTEL_CONTEXT)
         if parent is None:
-            traceparent = job.args.get("traceparent")
+            # Carried from the enqueuing code (a queued job's meta), else given in the args.
+            source = getattr(job, "meta", None) or job.args
+            traceparent = source.get("traceparent")
             if isinstance(traceparent, str):
                 carrier = {"traceparent": traceparent}
-                tracestate = job.args.get("tracestate")
+                tracestate = source.get("tracestate")
                 if isinstance(tracestate, str):
                     carrier["tracestate"] = tracestate
                 parent = propagate.extract(carrier)

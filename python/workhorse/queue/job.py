@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
 __all__ = ["QueueJob", "QueuedJob", "queued_job"]
 
-# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason) from the core.
+# (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason, meta JSON)
 JobTuple = tuple[
-    str, str, str, float, float, int, "str | None", "float | None", "str | None"
+    str, str, str, float, float, int, "str | None", "float | None", "str | None", "str | None"
 ]
 
 
@@ -32,6 +32,8 @@ class QueuedJob:
     last_error: str | None = None
     died_at: float | None = None
     reason: str | None = None
+    # What travelled with the job from the enqueuing code (request_id, traceparent), if anything.
+    meta: dict[str, str] | None = None
 
 
 UNDECODABLE = "<undecodable>"
@@ -46,20 +48,33 @@ def _args_of(raw: str) -> dict[str, Any]:
     return args if isinstance(args, dict) else {UNDECODABLE: raw}
 
 
+def _meta_of(raw: str | None) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def queued_job(t: JobTuple) -> QueuedJob:
-    return QueuedJob(t[0], t[1], _args_of(t[2]), t[3], t[4], t[5], t[6], t[7], t[8])
+    return QueuedJob(
+        t[0], t[1], _args_of(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], _meta_of(t[9])
+    )
 
 
 class QueueJob(Job):
     """The Job a queued job's handler gets: `id` is the queue's, plus `name`, `fails` (failed
     runs before this one), `enqueued_at`, `last_error` and `checkin(message)`."""
 
-    __slots__ = ("fails", "enqueued_at", "run_at", "last_error", "_token", "_store")
+    __slots__ = ("fails", "enqueued_at", "run_at", "last_error", "meta", "_token", "_store")
 
     fails: int
     enqueued_at: float
     run_at: float
     last_error: str | None
+    meta: dict[str, str] | None
     _token: int
     _store: _core.QueueCore
 
@@ -74,7 +89,8 @@ class QueueJob(Job):
 
     @classmethod
     def _from_claim(cls, claim: tuple[JobTuple, int], store: _core.QueueCore) -> QueueJob:
-        (jid, name, args, enqueued_at, run_at, fails, last_error, _died, _reason), token = claim
+        (jid, name, args, enqueued_at, run_at, fails, last_error, _died, _reason, meta) = claim[0]
+        token = claim[1]
         job = cls.__new__(cls)
         job.handler = job.queue = name
         decoded = json.loads(args)
@@ -89,6 +105,7 @@ class QueueJob(Job):
         job.enqueued_at = enqueued_at
         job.run_at = run_at
         job.last_error = last_error
+        job.meta = _meta_of(meta)
         job._token = token
         job._store = store
         return job

@@ -17,12 +17,14 @@ from typing import Any
 
 from workhorse import _checks, _core
 from workhorse.queue.client import Client
+from workhorse.queue.context import meta_for
 from workhorse.queue.job import QueuedJob, queued_job
 
 __all__ = ["Queue"]
 
-# (id, name, args JSON, delay seconds, unique key or None): what the core enqueues.
-_NewJob = tuple[str, str, str, float, "str | None"]
+# (id, name, args JSON, delay seconds, unique key or None, meta JSON or None): what the core
+# enqueues.
+_NewJob = tuple[str, str, str, float, "str | None", "str | None"]
 
 
 def _check_name(name: object) -> str:
@@ -112,7 +114,7 @@ class Queue:
             unique_key = _unique_key(name, "key:" + encode_args({"key": key}))
         elif unique:
             unique_key = _unique_key(name, _canonical(payload))
-        return (_core.new_job_id(), name, payload, delay, unique_key)
+        return (_core.new_job_id(), name, payload, delay, unique_key, meta_for(name))
 
     def _one(self, row: _NewJob) -> QueuedJob | None:
         (stored,) = self._core.enqueue([row])

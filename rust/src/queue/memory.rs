@@ -464,6 +464,7 @@ impl State {
             unique_key: job.unique_key,
             died_at: None,
             reason: None,
+            meta: job.meta,
         };
         if delay > 0.0 {
             self.scheduled.insert(key(now + delay, &job.id));

@@ -35,6 +35,9 @@ pub(crate) struct JobData {
     pub unique_key: Option<String>,
     pub died_at: Option<f64>,
     pub reason: Option<String>,
+    /// Context that travels with the job (a JSON object: the enqueuer's request id, its trace
+    /// context), or None.
+    pub meta: Option<String>,
 }
 
 /// One job to enqueue. `delay` is relative to the backend's clock (0 = ready now).
@@ -46,6 +49,8 @@ pub(crate) struct NewJob {
     pub delay: f64,
     /// Unique while waiting: the enqueue is refused (None) while a job holds this key.
     pub unique_key: Option<String>,
+    /// See `JobData::meta`.
+    pub meta: Option<String>,
 }
 
 /// What a worker asks for: a job name it has a handler for, its priority and its concurrency cap

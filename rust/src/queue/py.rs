@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason)
+/// (id, name, args JSON, enqueued_at, run_at, fails, last_error, died_at, reason, meta JSON)
 type JobTuple = (
     String,
     String,
@@ -25,6 +25,7 @@ type JobTuple = (
     u32,
     Option<String>,
     Option<f64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -39,6 +40,7 @@ fn job_tuple(j: JobData) -> JobTuple {
         j.last_error,
         j.died_at,
         j.reason,
+        j.meta,
     )
 }
 
@@ -47,12 +49,12 @@ pub(crate) fn claim_tuple(py: Python<'_>, claim: super::Claim) -> PyResult<Bound
     (job_tuple(claim.job), claim.token).into_pyobject(py)
 }
 
-/// (id, name, args JSON, delay seconds, unique key or None)
-type NewJobTuple = (String, String, String, f64, Option<String>);
+/// (id, name, args JSON, delay seconds, unique key or None, meta JSON or None)
+type NewJobTuple = (String, String, String, f64, Option<String>, Option<String>);
 
 fn new_jobs(jobs: Vec<NewJobTuple>) -> Result<Vec<NewJob>> {
     jobs.into_iter()
-        .map(|(id, name, args, delay, unique_key)| {
+        .map(|(id, name, args, delay, unique_key, meta)| {
             let delay = crate::runtime::not_nan("delay", delay)?;
             Ok(NewJob {
                 id,
@@ -60,6 +62,7 @@ fn new_jobs(jobs: Vec<NewJobTuple>) -> Result<Vec<NewJob>> {
                 args,
                 delay,
                 unique_key,
+                meta,
             })
         })
         .collect()
@@ -320,6 +323,7 @@ impl QueueCore {
                     args: args.clone(),
                     delay: 0.0,
                     unique_key: None,
+                    meta: None,
                 };
                 let slot_key = format!("{name}:{spec}:{slot}");
                 if let Err(err) = store.enqueue_slot(slot_key, job).await {
