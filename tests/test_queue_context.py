@@ -43,7 +43,7 @@ def test_the_enqueuing_request_id_is_restored_in_the_worker():
     assert worker.drain(5)
     worker.stop(2)
     assert seen["web"] and seen["email"] == seen["web"]
-    assert seen["meta"] == {"request_id": seen["web"]}
+    assert seen["meta"]["request_id"] == seen["web"]
 
 
 def test_a_job_enqueued_outside_any_execution_carries_nothing():
