@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workhorse.job import Job
 
@@ -19,8 +18,7 @@ JobTuple = tuple[
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class QueuedJob:
+class QueuedJob(NamedTuple):
     """A job in a durable queue. Times are epoch seconds from the backend's clock."""
 
     id: str
@@ -58,9 +56,20 @@ def _meta_of(raw: str | None) -> dict[str, str] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def queued_job(t: JobTuple) -> QueuedJob:
+def queued_job(t: JobTuple, args: dict[str, Any] | None = None) -> QueuedJob:
+    """A QueuedJob from the core's tuple; `args`: the caller's arguments, when it has them (an
+    enqueue), so they are not decoded again."""
     return QueuedJob(
-        t[0], t[1], _args_of(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], _meta_of(t[9])
+        t[0],
+        t[1],
+        _args_of(t[2]) if args is None else args,
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        t[8],
+        None if t[9] is None else _meta_of(t[9]),
     )
 
 

@@ -35,6 +35,9 @@ def _check_name(name: object) -> str:
     return name
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode_args(args: object) -> str:
     """JSON of a job's arguments: a dict with str keys and JSON values (TypeError otherwise)."""
     if args is None:
@@ -42,10 +45,10 @@ def encode_args(args: object) -> str:
     if not isinstance(args, Mapping):
         raise TypeError(f"args must be a dict of JSON values, got {type(args).__name__}")
     for key in args:
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise TypeError(f"args keys must be str, got {type(key).__name__} {key!r}")
     try:
-        return json.dumps(args, separators=(",", ":"), allow_nan=False)
+        return _encode(args if type(args) is dict else dict(args))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"args must be JSON values (never pickled): {exc}") from None
 
@@ -114,11 +117,11 @@ class Queue:
             unique_key = _unique_key(name, "key:" + encode_args({"key": key}))
         elif unique:
             unique_key = _unique_key(name, _canonical(payload))
-        return (_core.new_job_id(), name, payload, delay, unique_key, meta_for(name))
+        return ("", name, payload, delay, unique_key, meta_for(name))  # "": the core makes the id
 
-    def _one(self, row: _NewJob) -> QueuedJob | None:
+    def _one(self, row: _NewJob, args: Mapping[str, Any] | None) -> QueuedJob | None:
         (stored,) = self._core.enqueue([row])
-        return None if stored is None else queued_job(stored)
+        return None if stored is None else queued_job(stored, _copy(args))
 
     async def _aone(self, row: _NewJob) -> QueuedJob | None:
         # Calls made in the same turn of the event loop go to the backend together: one round
@@ -162,7 +165,7 @@ class Queue:
 
     def enqueue(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob:
         """Enqueue a job to run now."""
-        job = self._one(self._row(name, args))
+        job = self._one(self._row(name, args), args)
         assert job is not None
         return job
 
@@ -170,7 +173,7 @@ class Queue:
         self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
     ) -> QueuedJob:
         """Enqueue a job to run after delay (seconds or timedelta)."""
-        job = self._one(self._row(name, args, _checks.delay(delay)))
+        job = self._one(self._row(name, args, _checks.delay(delay)), args)
         assert job is not None
         return job
 
@@ -178,19 +181,19 @@ class Queue:
         self, name: str, when: float | _dt.datetime, args: Mapping[str, Any] | None = None
     ) -> QueuedJob:
         """Enqueue a job to run at when (datetime, naive = local time, or epoch seconds)."""
-        job = self._one(self._row(name, args, _delay_until(when)))
+        job = self._one(self._row(name, args, _delay_until(when)), args)
         assert job is not None
         return job
 
     def enqueue_unique(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob | None:
         """Enqueue unless an equal job (same name and args) is waiting: then None."""
-        return self._one(self._row(name, args, unique=True))
+        return self._one(self._row(name, args, unique=True), args)
 
     def enqueue_unique_in(
         self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
     ) -> QueuedJob | None:
         """enqueue_unique, to run after delay."""
-        return self._one(self._row(name, args, _checks.delay(delay), unique=True))
+        return self._one(self._row(name, args, _checks.delay(delay), unique=True), args)
 
     def enqueue_unique_by_key(
         self, name: str, args: Mapping[str, Any] | None, key: Any
@@ -199,17 +202,22 @@ class Queue:
         waiting: then None."""
         if key is None:
             raise TypeError("key must be a JSON value, not None")
-        return self._one(self._row(name, args, key=key))
+        return self._one(self._row(name, args, key=key), args)
 
     def enqueue_many(
         self, jobs: Iterable[tuple[str, Mapping[str, Any] | None] | Sequence[Any]]
     ) -> list[QueuedJob]:
         """Enqueue (name, args) pairs: one round trip per 10,000."""
-        rows = [self._pair(job) for job in jobs]
+        pairs = [job if type(job) is tuple else tuple(job) for job in jobs]
+        rows = [self._pair(job) for job in pairs]
         out: list[QueuedJob] = []
         for start in range(0, len(rows), 10_000):
             stored = self._core.enqueue(rows[start : start + 10_000])
-            out.extend(queued_job(s) for s in stored if s is not None)  # never None: not unique
+            out.extend(
+                queued_job(s, _copy(pair[1]))
+                for s, pair in zip(stored, pairs[start : start + 10_000], strict=True)
+                if s is not None  # never None: not unique
+            )
         return out
 
     @classmethod
@@ -264,6 +272,11 @@ class Queue:
         for start in range(0, len(rows), 10_000):
             out.extend(j for j in await self._arows(rows[start : start + 10_000]) if j is not None)
         return out
+
+
+def _copy(args: Mapping[str, Any] | None) -> dict[str, Any]:
+    # The arguments as enqueued (top level copied), without decoding the JSON just made.
+    return {} if args is None else dict(args)
 
 
 def _settle_all(

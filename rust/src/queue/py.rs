@@ -57,7 +57,8 @@ fn new_jobs(jobs: Vec<NewJobTuple>) -> Result<Vec<NewJob>> {
         .map(|(id, name, args, delay, unique_key, meta)| {
             let delay = crate::runtime::not_nan("delay", delay)?;
             Ok(NewJob {
-                id,
+                // An empty id asks the core for a new one (no Python call per job).
+                id: if id.is_empty() { super::new_id() } else { id },
                 name,
                 args,
                 delay,
