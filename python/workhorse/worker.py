@@ -189,6 +189,10 @@ class Worker:
         self._queue_options: dict[str, HandlerOptions] = {}
         self._queue_live: set[Context] = set()
         self._queue_tasks: set[asyncio.Task[None]] = set()
+        # Queued runs going now by job id (and their task, for async handlers): a run whose
+        # lease was lost is cancelled through them.
+        self._queue_running: dict[str, QueueJob] = {}
+        self._queue_task_of: dict[str, asyncio.Task[None]] = {}
         self._grace_over = False
         self._periodic: list[tuple[str, str, str]] = []
         self._cron_tasks: list[_core.CronTask] = []
@@ -350,6 +354,36 @@ class Worker:
             )
         for entry in self._periodic:
             self._cron_tasks.append(queue._core.cron(*entry))
+        threading.Thread(
+            target=self._watch_leases, name=f"{self.name}-leases", daemon=True
+        ).start()
+
+    def _watch_leases(self) -> None:
+        # The consumer could not renew these runs' leases: another worker may run them now and
+        # their results will be refused, so they are told to stop (ctx.cancelled; async ones
+        # are cancelled).
+        core = self._core
+        while True:
+            lost = core.wait_lost(_TAKE_TIMEOUT)
+            if lost is None:
+                return
+            for job_id, token in lost:
+                job = self._queue_running.get(job_id)
+                if job is None or job._token != token:
+                    continue
+                self.logger.warning(
+                    "%s: lost the lease of job %s (%s); cancelling it", self.name, job_id, job.name
+                )
+                ctx = job._ctx
+                if ctx is not None:
+                    ctx.cancel()
+                task = self._queue_task_of.get(job_id)
+                loop = self._loop
+                if task is not None and loop is not None and not loop.is_closed():
+                    try:
+                        loop.call_soon_threadsafe(task.cancel)
+                    except RuntimeError:
+                        pass
 
     def _ensure_started(self) -> None:
         if not self._started or self._stopped:
@@ -965,9 +999,12 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
             self._undecodable(key, claim, exc)
             return
+        running = self._queue_running
+        running[job.id] = job
         try:
             ctx = self._run_job(job, handler, due, live=self._queue_live)
         finally:
+            del running[job.id]
             self._finish_queued(key, job, ctx, options)
 
     async def _run_async_queued(self, key: int, claim: Any, due: float) -> None:
@@ -977,9 +1014,16 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
             self._undecodable(key, claim, exc)
             return
+        running = self._queue_running
+        running[job.id] = job
+        task = asyncio.current_task()
+        if task is not None:
+            self._queue_task_of[job.id] = task
         try:
             ctx = await self._run_async(job, handler, due, live=self._queue_live)
         finally:
+            del running[job.id]
+            self._queue_task_of.pop(job.id, None)
             self._finish_queued(key, job, ctx, options)
 
     def _repeat_for(self, key: int, ended: bool) -> _Repeat | None:

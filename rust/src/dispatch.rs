@@ -117,6 +117,10 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     lanes: [Condvar; 2],
     idle: Condvar,
+    /// Queued runs whose lease a consumer could not renew: (job id, token), for Python to
+    /// cancel (`wait_lost`). Apart from `state`: a consumer never waits on the executors' lock.
+    lost: Mutex<Vec<(String, u64)>>,
+    lost_cv: Condvar,
 }
 
 fn lane_of(is_async: bool) -> usize {
@@ -149,7 +153,16 @@ impl Inner {
             }),
             lanes: [Condvar::new(), Condvar::new()],
             idle: Condvar::new(),
+            lost: Mutex::new(Vec::new()),
+            lost_cv: Condvar::new(),
         })
+    }
+
+    /// A consumer lost the lease of a run it held: its result will be refused, so Python
+    /// cancels it.
+    pub(crate) fn lease_lost(&self, id: String, token: u64) {
+        self.lost.lock().push((id, token));
+        self.lost_cv.notify_all();
     }
 
     /// Move due executions to their ready lane while permits are free.
@@ -838,6 +851,26 @@ impl Dispatcher {
         if st.in_flight == 0 {
             self.inner.idle.notify_all();
         }
+    }
+
+    /// Queued runs whose lease was lost, waiting up to `timeout` s with the GIL released; None
+    /// once the dispatcher is closed and nothing more can run.
+    fn wait_lost(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<(String, u64)>>> {
+        let timeout = timeout_arg("timeout", timeout)?;
+        let inner = self.inner.clone();
+        Ok(py.detach(move || {
+            let until = Instant::now() + crate::runtime::capped_duration(timeout);
+            let mut lost = inner.lost.lock();
+            while lost.is_empty() {
+                if Inner::finished(&inner.state.lock()) {
+                    return None;
+                }
+                if inner.lost_cv.wait_until(&mut lost, until).timed_out() {
+                    break;
+                }
+            }
+            Some(std::mem::take(&mut *lost))
+        }))
     }
 
     /// Executor threads of a lane now waiting for work.

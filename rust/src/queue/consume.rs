@@ -58,7 +58,7 @@ async fn run(
 ) {
     let mut waiter = c.store.waiter();
     // Claims handed to the dispatcher and not yet acked: their leases are renewed.
-    let mut held: HashMap<String, (String, u64)> = HashMap::new();
+    let mut held: HashMap<String, Held> = HashMap::new();
     let mut pending: Vec<Ack> = Vec::new();
     let lease_every = Duration::from_secs_f64((c.lease / 3.0).clamp(0.01, 60.0));
     let reap_every = Duration::from_secs_f64(c.reaper_interval.clamp(0.01, 3600.0));
@@ -104,7 +104,9 @@ async fn run(
             next_beat = now + HEARTBEAT;
         }
         if now >= next_renew {
-            renew(&c, &mut held).await;
+            for (id, token) in renew(&c, &mut held).await {
+                inner.lease_lost(id, token);
+            }
             next_renew = Instant::now() + lease_every;
         }
         if now >= next_reap {
@@ -161,7 +163,14 @@ async fn run(
                     continue;
                 }
                 for claim in &claims {
-                    held.insert(claim.job.id.clone(), (claim.job.name.clone(), claim.token));
+                    held.insert(
+                        claim.job.id.clone(),
+                        Held {
+                            name: claim.job.name.clone(),
+                            token: claim.token,
+                            renewed: Instant::now(),
+                        },
+                    );
                 }
                 if let Err(back) = inner.claimed(key, claims) {
                     // Stopped while claiming: back to the queue, unattempted.
@@ -182,28 +191,57 @@ fn release(claim: Claim) -> Ack {
     }
 }
 
-async fn renew(c: &Consumer, held: &mut HashMap<String, (String, u64)>) {
+/// A claim handed to the dispatcher and not yet acked.
+struct Held {
+    name: String,
+    token: u64,
+    /// When its lease was last known good (claimed or renewed).
+    renewed: Instant,
+}
+
+/// Renew the leases of the runs held; returns the runs whose lease was lost: refused by the
+/// backend, or not renewed for 60% of the lease (the backend unreachable), so they are
+/// cancelled before another worker may take them.
+async fn renew(c: &Consumer, held: &mut HashMap<String, Held>) -> Vec<(String, u64)> {
+    let mut lost = Vec::new();
     if held.is_empty() {
-        return;
+        return lost;
     }
     let runs: Vec<(String, String, u64)> = held
         .iter()
-        .map(|(id, (name, token))| (id.clone(), name.clone(), *token))
+        .map(|(id, h)| (id.clone(), h.name.clone(), h.token))
         .collect();
+    let now = Instant::now();
     match c.store.renew(&runs, c.lease).await {
         Ok(kept) => {
             for ((id, _, token), kept) in runs.into_iter().zip(kept) {
-                if !kept {
+                if kept {
+                    if let Some(h) = held.get_mut(&id) {
+                        h.renewed = now;
+                    }
+                } else {
                     eprintln!(
-                        "workhorse: the lease of job {id} (attempt {token}) was lost; its result \
-                         will be refused"
+                        "workhorse: the lease of job {id} (attempt {token}) was lost; the run is \
+                         cancelled and its result will be refused"
                     );
                     held.remove(&id);
+                    lost.push((id, token));
                 }
             }
         }
-        Err(err) => eprintln!("workhorse: renewing {} leases failed: {err:?}", runs.len()),
+        Err(err) => {
+            eprintln!("workhorse: renewing {} leases failed: {err:?}", runs.len());
+            let limit = Duration::from_secs_f64(c.lease * 0.6);
+            held.retain(|id, h| {
+                let expiring = now.duration_since(h.renewed) >= limit;
+                if expiring {
+                    lost.push((id.clone(), h.token));
+                }
+                !expiring
+            });
+        }
     }
+    lost
 }
 
 async fn sleep_backoff(backoff: f64) -> f64 {
