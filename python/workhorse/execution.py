@@ -101,6 +101,8 @@ class Execution:
 
     def wait(self, timeout: float | None = None) -> Status:
         """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
+        if self._done and timeout is None:
+            return self._status
         timeout = _checks.timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         with _done_cond:

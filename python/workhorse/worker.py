@@ -62,6 +62,7 @@ _DEFAULT_OPTIONS = HandlerOptions()
 # one dict.setdefault (atomic under the GIL, no lock for threads to queue on); if another
 # execution holds it, this one runs on a fork of it.
 _running_jobs: dict[int, Context] = {}
+_claim = _running_jobs.setdefault
 
 
 def live_workers() -> list[Worker]:
@@ -73,7 +74,7 @@ def _after_fork_in_child() -> None:
     # A forked child has none of the parent's threads: a worker started in the parent cannot run
     # anything here. It is marked stopped, with a core that refuses every call, so that each use
     # raises WorkerStopped naming the fork instead of returning handles that never resolve.
-    _running_jobs.clear()
+    _running_jobs.clear()  # the parent's executions do not run here
     for worker in list(_workers):
         if worker._started and not worker._stopped:
             worker._forked_from = worker._pid
@@ -807,7 +808,7 @@ class Worker:
         timeout = job.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = Context(self.session, deadline, None, due)
-        if _running_jobs.setdefault(id(job), ctx) is not ctx:
+        if _claim(id(job), ctx) is not ctx:
             job = job._fork()
             _running_jobs[id(job)] = ctx
         else:
@@ -935,7 +936,7 @@ class Worker:
                     due,
                     execution,
                 )
-                status, error = ctx.status, ctx.error
+                status, error = ctx._status, ctx.error
             finally:
                 self._core.done(key, status)
                 execution._finish(status, error)
@@ -1119,7 +1120,7 @@ class Worker:
                 due,
                 execution,
             )
-            status, error = ctx.status, ctx.error
+            status, error = ctx._status, ctx.error
         finally:
             self._core.done(key, status)
             execution._finish(status, error)
