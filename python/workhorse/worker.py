@@ -196,6 +196,8 @@ class Worker:
         self._queue_task_of: dict[str, asyncio.Task[None]] = {}
         self._grace_over = False
         self._periodic: list[tuple[str, str, str]] = []
+        # The job names claimed from the queue (None: every name with a handler).
+        self._claim_only: set[str] | None = None
         self._cron_tasks: list[_core.CronTask] = []
         self.worker_id = (
             f"{socket.gethostname()}:{os.getpid()}:{self.name}:{_core.new_job_id()[:8]}"
@@ -272,7 +274,7 @@ class Worker:
             raise ValueError("drain needs a Worker(queue=...)")
         timeout = _checks.timeout(timeout)
         self._ensure_started()
-        names = set(self._handlers)
+        names = set(self._handlers) if self._claim_only is None else self._claim_only
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             busy = any(
@@ -334,6 +336,8 @@ class Worker:
         # One consumer per lane (sync and async handlers), each claiming only its names.
         lanes: dict[bool, list[tuple[str, int, int, int]]] = {False: [], True: []}
         for name in self._handlers:
+            if self._claim_only is not None and name not in self._claim_only:
+                continue
             _handler, is_async = self._chain(name)
             o = self._queue_options.get(name, _DEFAULT_OPTIONS)
             lanes[is_async].append((name, o.priority, o.max_concurrency, o.max_fails))
