@@ -33,7 +33,6 @@ pub(crate) enum Error {
     /// The dispatcher was closed by Worker.stop().
     Stopped,
     /// A queue backend failed (unreachable, refused a command); the string says what.
-    #[allow(dead_code)] // until a backend that can fail (Redis) is built in
     Backend(String),
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod consume;
 pub(crate) mod cron;
 pub(crate) mod memory;
 pub(crate) mod py;
+pub(crate) mod redis;
 
 use crate::errors::{Error, Result};
 use std::sync::Arc;
@@ -168,6 +169,7 @@ pub(crate) struct Stats {
 /// What a consumer waits on for new work, per backend.
 pub(crate) enum Waiter {
     Memory(tokio::sync::watch::Receiver<u64>),
+    Redis(redis::RedisWaiter),
 }
 
 impl Waiter {
@@ -177,6 +179,8 @@ impl Waiter {
             Waiter::Memory(rx) => {
                 rx.borrow_and_update();
             }
+            // Redis keeps one token per waiter on its wake list: nothing to forget.
+            Waiter::Redis(_) => {}
         }
     }
 }
@@ -186,6 +190,7 @@ impl Waiter {
 #[derive(Clone)]
 pub(crate) enum Store {
     Memory(Arc<memory::Memory>),
+    Redis(Arc<redis::RedisStore>),
 }
 
 /// Dispatch one call to the backend in use.
@@ -193,6 +198,7 @@ macro_rules! on_store {
     ($store:expr, $b:ident => $call:expr) => {
         match $store {
             Store::Memory($b) => $call,
+            Store::Redis($b) => $call,
         }
     };
 }
@@ -203,9 +209,15 @@ impl Store {
         if let Some(rest) = url.strip_prefix("memory://") {
             return Ok(Store::Memory(memory::Memory::named(rest, namespace)));
         }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            return Ok(Store::Redis(Arc::new(redis::RedisStore::open(
+                url, namespace,
+            )?)));
+        }
         let scheme = url.split("://").next().unwrap_or(url);
+        // Never echo a URL that may hold a password.
         Err(Error::Invalid(format!(
-            "queue URL scheme must be memory:// or redis://, got {scheme:?} in {url:?}"
+            "queue URL scheme must be memory://, redis:// or rediss://, got {scheme:?}"
         )))
     }
 
@@ -255,6 +267,7 @@ impl Store {
     pub(crate) fn waiter(&self) -> Waiter {
         match self {
             Store::Memory(b) => Waiter::Memory(b.waiter()),
+            Store::Redis(b) => Waiter::Redis(b.waiter()),
         }
     }
 
@@ -263,6 +276,8 @@ impl Store {
     pub(crate) async fn wait_for_work(&self, waiter: &mut Waiter, max: f64) {
         match (self, waiter) {
             (Store::Memory(b), Waiter::Memory(rx)) => b.wait_for_work(rx, max).await,
+            (Store::Redis(b), Waiter::Redis(w)) => b.wait_for_work(w, max).await,
+            _ => unreachable!("a waiter is made by the store it waits on"),
         }
     }
 

@@ -119,7 +119,13 @@ fn hostname() -> String {
 impl QueueCore {
     #[new]
     #[pyo3(signature = (url, namespace, lease, reaper_interval))]
-    fn new(url: &str, namespace: &str, lease: f64, reaper_interval: f64) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        url: &str,
+        namespace: &str,
+        lease: f64,
+        reaper_interval: f64,
+    ) -> PyResult<Self> {
         for (name, value) in [("lease", lease), ("reaper_interval", reaper_interval)] {
             if !(value > 0.0 && value.is_finite()) {
                 return Err(
@@ -127,8 +133,12 @@ impl QueueCore {
                 );
             }
         }
+        let store = Store::open(url, namespace)?;
+        // A backend that is not there is a clear error here, not at the first enqueue.
+        let probe = store.clone();
+        block(py, async move { probe.now().await })?;
         Ok(QueueCore {
-            store: Store::open(url, namespace)?,
+            store,
             lease,
             reaper_interval,
         })

@@ -1,0 +1,64 @@
+-- ARGV: prefix, then (id, name, token, outcome, delay, text, args or "") per finished run.
+-- Applies each outcome only if the run still holds the job under its token (else STALE, 0).
+local t = now()
+local out = {}
+local released = false
+for i = 2, #ARGV, 7 do
+  local id, name, token, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local delay, text, args = tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
+  if redis.call('ZREM', P .. ':run:' .. name, member(id, token)) == 0 then
+    stat('stale_acks')
+    out[#out + 1] = 0
+  else
+    redis.call('HDEL', P .. ':runinfo', id)
+    out[#out + 1] = 1
+    local job = load(id)
+    if job then
+      if outcome == 'complete' then
+        stat('processed')
+        redis.call('HDEL', P .. ':data', id)
+      elseif outcome == 'retry' then
+        stat('processed'); stat('failed')
+        job.fails = job.fails + 1
+        job.last_error = text
+        job.run_at = t + math.max(delay, 0)
+        save(job)
+        redis.call('ZADD', P .. ':retry', job.run_at, member(id, name))
+      elseif outcome == 'dead' or outcome == 'dead_failed' then
+        stat('processed'); stat('dead')
+        if outcome == 'dead_failed' then
+          stat('failed')
+          job.fails = job.fails + 1
+          job.last_error = text
+        end
+        job.died_at = t
+        job.reason = text
+        save(job)
+        redis.call('ZADD', P .. ':dead', t, member(id, name))
+        local n = redis.call('ZCARD', P .. ':dead')
+        if n > 10000 then
+          for _, m in ipairs(redis.call('ZRANGE', P .. ':dead', 0, n - 10001)) do
+            redis.call('HDEL', P .. ':data', string.sub(m, 1, string.find(m, '|', 1, true) - 1))
+          end
+          redis.call('ZREMRANGEBYRANK', P .. ':dead', 0, n - 10001)
+        end
+      elseif outcome == 'discard' then
+        stat('processed'); stat('failed')
+        redis.call('HDEL', P .. ':data', id)
+      elseif outcome == 'reschedule' then
+        stat('processed')
+        if args ~= '' then job.args = args end
+        job.run_at = t + math.max(delay, 0)
+        save(job)
+        redis.call('ZADD', P .. ':scheduled', job.run_at, member(id, name))
+      elseif outcome == 'release' then
+        job.run_at = t
+        save(job)
+        redis.call('LPUSH', P .. ':q:' .. name, id)
+        released = true
+      end
+    end
+  end
+end
+if released then wake() end
+return out

@@ -1,0 +1,37 @@
+-- ARGV: prefix. Requeues runs whose lease expired (their worker crashed or froze). A lost run
+-- counts as a failure: past its max_fails the job is dead instead of looping forever.
+local t = now()
+local reaped = 0
+local requeued = false
+for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
+  local key = P .. ':run:' .. name
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. t)) do
+    redis.call('ZREM', key, m)
+    reaped = reaped + 1
+    local id = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
+    local info = redis.call('HGET', P .. ':runinfo', id)
+    redis.call('HDEL', P .. ':runinfo', id)
+    local max_fails = 0
+    if info then max_fails = cjson.decode(info).max_fails or 0 end
+    local job = load(id)
+    if job then
+      job.fails = job.fails + 1
+      job.last_error = 'lease expired: the worker running it was lost'
+      if max_fails > 0 and job.fails >= max_fails then
+        job.died_at = t
+        job.reason = job.last_error
+        save(job)
+        stat('dead')
+        redis.call('ZADD', P .. ':dead', t, member(id, name))
+      else
+        job.run_at = t
+        save(job)
+        redis.call('LPUSH', P .. ':q:' .. name, id)
+        requeued = true
+      end
+    end
+  end
+end
+if reaped > 0 then stat('reaped', reaped) end
+if requeued then wake() end
+return reaped
