@@ -144,3 +144,74 @@ def registry():
     from prometheus_client import CollectorRegistry
 
     return CollectorRegistry()
+
+
+# -- a real redis-server for the queue tests ------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port (never the machine's 6379)."""
+
+    def __init__(self, tmp: str) -> None:
+        import shutil
+        import socket
+        import subprocess
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(str(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+_namespaces = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_queue(request: pytest.FixtureRequest) -> Callable[..., wh.Queue]:
+    """Queues on each backend: memory://NAME shared by name, redis with a namespace per test."""
+    ns = f"t{next(_namespaces)}"
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+    else:
+        url = f"memory://{ns}"
+
+    def make(**kwargs: Any) -> wh.Queue:
+        return wh.Queue.from_url(url, namespace=ns, **kwargs)
+
+    return make

@@ -24,8 +24,8 @@ def _no_leftover_producer():
     context._providers.pop("otel", None)
 
 
-def test_the_enqueuing_request_id_is_restored_in_the_worker():
-    queue = wh.Queue.from_url("memory://")
+def test_the_enqueuing_request_id_is_restored_in_the_worker(make_queue):
+    queue = make_queue()
     inproc = wh.Worker(concurrency=1, adapters=[request_id()])
     worker = wh.Worker(concurrency=1, queue=queue, adapters=[request_id()])
     seen = {}
@@ -48,17 +48,17 @@ def test_the_enqueuing_request_id_is_restored_in_the_worker():
     assert seen["meta"]["request_id"] == seen["web"]
 
 
-def test_a_job_enqueued_outside_any_execution_carries_nothing():
-    queue = wh.Queue.from_url("memory://")
+def test_a_job_enqueued_outside_any_execution_carries_nothing(make_queue):
+    queue = make_queue()
     job = queue.enqueue("email")
     assert job.meta is None
 
 
-def test_the_consumer_span_is_a_child_of_the_producer_span():
+def test_the_consumer_span_is_a_child_of_the_producer_span(make_queue):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    queue = wh.Queue.from_url("memory://")
+    queue = make_queue()
     worker = wh.Worker(concurrency=1, queue=queue, adapters=[tracing(provider)])
     worker.register("email", lambda job: None)
     stored = queue.enqueue("email")

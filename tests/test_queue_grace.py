@@ -13,8 +13,8 @@ import workhorse as wh
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_a_job_that_ends_within_grace_is_acked(wait_until):
-    queue = wh.Queue.from_url("memory://")
+def test_a_job_that_ends_within_grace_is_acked(wait_until, make_queue):
+    queue = make_queue()
     worker = wh.Worker(concurrency=2, queue=queue, grace=2.0)
     started = threading.Event()
     release = threading.Event()
@@ -33,8 +33,8 @@ def test_a_job_that_ends_within_grace_is_acked(wait_until):
     assert [q.ready for q in queue.client.queues()] == [0]
 
 
-def test_a_sync_job_past_grace_is_cancelled_and_released_unattempted(wait_until):
-    queue = wh.Queue.from_url("memory://")
+def test_a_sync_job_past_grace_is_cancelled_and_released_unattempted(wait_until, make_queue):
+    queue = make_queue()
     worker = wh.Worker(concurrency=2, queue=queue, grace=0.1)
     started = threading.Event()
     cancelled = []
@@ -60,8 +60,8 @@ def test_a_sync_job_past_grace_is_cancelled_and_released_unattempted(wait_until)
     assert seen == [(queued.id, 0, {"n": 1})]
 
 
-def test_an_async_job_past_grace_is_cancelled_and_released(run_async):
-    queue = wh.Queue.from_url("memory://")
+def test_an_async_job_past_grace_is_cancelled_and_released(run_async, make_queue):
+    queue = make_queue()
     started = asyncio.Event()
 
     async def main():
@@ -81,8 +81,8 @@ def test_an_async_job_past_grace_is_cancelled_and_released(run_async):
     assert (info.ready, info.retry, info.dead, info.running) == (1, 0, 0, 0)
 
 
-def test_claimed_jobs_not_started_at_stop_go_back_to_the_queue():
-    queue = wh.Queue.from_url("memory://")
+def test_claimed_jobs_not_started_at_stop_go_back_to_the_queue(make_queue):
+    queue = make_queue()
     worker = wh.Worker(concurrency=1, queue=queue, grace=0.05)
     started = threading.Event()
 
@@ -101,8 +101,8 @@ def test_claimed_jobs_not_started_at_stop_go_back_to_the_queue():
     assert queue.client.stats()["processed"] == 0
 
 
-def test_stop_from_a_queued_handler_raises_instead_of_waiting_for_itself():
-    queue = wh.Queue.from_url("memory://")
+def test_stop_from_a_queued_handler_raises_instead_of_waiting_for_itself(make_queue):
+    queue = make_queue()
     worker = wh.Worker(concurrency=1, queue=queue)
     raised = []
 

@@ -10,10 +10,10 @@ from workhorse.adapters import register_queue_collector
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_queue_figures_are_exported_per_name_and_state(registry):
+def test_queue_figures_are_exported_per_name_and_state(registry, make_queue):
     from prometheus_client import generate_latest
 
-    queue = wh.Queue.from_url("memory://")
+    queue = make_queue()
     register_queue_collector(queue, registry, namespace="wh")
     queue.enqueue("a")
     queue.enqueue_in("a", 60)

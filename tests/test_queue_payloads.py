@@ -13,8 +13,8 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.mark.parametrize("payload", ["not json", "[1, 2]", '"text"'])
 @pytest.mark.parametrize("is_async", [False, True])
-def test_an_undecodable_payload_goes_dead_with_its_reason(payload, is_async):
-    queue = wh.Queue.from_url("memory://")
+def test_an_undecodable_payload_goes_dead_with_its_reason(payload, is_async, make_queue):
+    queue = make_queue()
     worker = wh.Worker(concurrency=2, queue=queue)
     ran = []
     if is_async:
