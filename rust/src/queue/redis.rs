@@ -178,12 +178,25 @@ impl RedisStore {
                     .arg(job.meta.as_deref().unwrap_or(""));
             }
             let mut con = self.con.clone();
-            let stored: Vec<Option<String>> = inv.invoke_async(&mut con).await.map_err(backend)?;
-            for raw in stored {
-                out.push(match raw {
-                    Some(raw) => Some(job_of(&raw)?.0),
-                    None => None,
-                });
+            let answer: Vec<String> = inv.invoke_async(&mut con).await.map_err(backend)?;
+            let t: f64 = answer
+                .first()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| Error::Backend("redis: enqueue gave no time".into()))?;
+            for (job, stored) in chunk.iter().zip(answer.iter().skip(1)) {
+                out.push((stored == "1").then(|| JobData {
+                    id: job.id.clone(),
+                    name: job.name.clone(),
+                    args: job.args.clone(),
+                    enqueued_at: t,
+                    run_at: t + job.delay.max(0.0),
+                    fails: 0,
+                    last_error: None,
+                    unique_key: job.unique_key.clone(),
+                    died_at: None,
+                    reason: None,
+                    meta: job.meta.clone(),
+                }));
             }
         }
         Ok(out)

@@ -29,6 +29,8 @@ local function release_unique(job)
     if redis.call('GET', k) == job.id then redis.call('DEL', k) end
   end
 end
+-- Names added to {ns}:names by this script call already (one SADD per name, not per job).
+local known_names = {}
 -- Store a new job: false when its unique key is held. Returns the stored JSON.
 local function put(t, id, name, args, delay, unique, meta)
   if unique ~= '' then
@@ -42,7 +44,10 @@ local function put(t, id, name, args, delay, unique, meta)
   if meta ~= '' then job.meta = meta end
   local raw = cjson.encode(job)
   redis.call('HSET', P .. ':data', id, raw)
-  redis.call('SADD', P .. ':names', name)
+  if not known_names[name] then
+    redis.call('SADD', P .. ':names', name)
+    known_names[name] = true
+  end
   if delay > 0 then
     redis.call('ZADD', P .. ':scheduled', job.run_at, member(id, name))
   else
