@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -117,3 +118,27 @@ def test_stop_from_a_queued_handler_raises_instead_of_waiting_for_itself(make_qu
     assert worker.drain(5)
     assert worker.stop(timeout=5)
     assert len(raised) == 1
+
+
+def test_an_idle_worker_is_woken_by_each_enqueue_not_by_polling(make_queue):
+    # The consumer sleeps up to a second between looks when nothing wakes it; each enqueue must
+    # wake it (a lost wake-up shows as a start about a second late).
+    queue = make_queue()
+    worker = wh.Worker(concurrency=2, queue=queue)
+    started: dict[int, float] = {}
+    worker.register("ping", lambda job: started.setdefault(job.args["i"], time.monotonic()))
+    worker.start()
+    try:
+        late = 0
+        for i in range(20):
+            t = time.monotonic()
+            queue.enqueue("ping", {"i": i})
+            end = t + 3
+            while i not in started and time.monotonic() < end:
+                time.sleep(0.0005)
+            assert i in started
+            late += started[i] - t > 0.5
+            time.sleep(0.01)
+        assert late <= 2, late
+    finally:
+        worker.stop(2)

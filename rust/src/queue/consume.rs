@@ -143,7 +143,10 @@ async fn run(
             }
             Some(room) => {
                 waiter.mark_seen();
-                let claims = match c.store.fetch(&c.worker_id, &c.wanted, room, c.lease).await {
+                let fetched = c
+                    .store
+                    .fetch(&c.worker_id, &c.wanted, room, c.lease, &waiter);
+                let claims = match fetched.await {
                     Ok(claims) => {
                         backoff = ERROR_BACKOFF.0;
                         claims

@@ -179,8 +179,9 @@ impl Waiter {
             Waiter::Memory(rx) => {
                 rx.borrow_and_update();
             }
-            // Redis keeps one token per waiter on its wake list: nothing to forget.
-            Waiter::Redis(_) => {}
+            // Redis keeps one token per waiter on its wake list; a wait that was dropped with its
+            // BLPOP still blocking moves to a fresh list first.
+            Waiter::Redis(w) => w.rotate_if_orphaned(),
         }
     }
 }
@@ -234,14 +235,23 @@ impl Store {
         on_store!(self, b => b.enqueue_slot(slot, job).await)
     }
 
+    /// Claim up to `max` jobs. `waiter`: the consumer's, registered for wake-ups in the same
+    /// step, so an enqueue right after an empty fetch still wakes it.
     pub(crate) async fn fetch(
         &self,
         worker_id: &str,
         wanted: &[Wanted],
         max: usize,
         lease: f64,
+        waiter: &Waiter,
     ) -> Result<Vec<Claim>> {
-        on_store!(self, b => b.fetch(worker_id, wanted, max, lease).await)
+        match (self, waiter) {
+            (Store::Memory(b), _) => b.fetch(worker_id, wanted, max, lease).await,
+            (Store::Redis(b), Waiter::Redis(w)) => {
+                b.fetch(worker_id, wanted, max, lease, w.id()).await
+            }
+            (Store::Redis(b), _) => b.fetch(worker_id, wanted, max, lease, "").await,
+        }
     }
 
     /// Apply finished runs; per ack, false when it was STALE (refused, counted).

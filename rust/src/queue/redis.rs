@@ -78,6 +78,10 @@ pub(crate) struct RedisStore {
 pub(crate) struct RedisWaiter {
     id: String,
     con: Option<MultiplexedConnection>,
+    /// A BLPOP was sent and its wait dropped before the answer (the consumer woke for an ack):
+    /// it still blocks in Redis and would take the next token, so the next wait uses a new
+    /// list and connection (dropping the old connection ends the orphan).
+    blocked: bool,
 }
 
 fn backend(err: redis::RedisError) -> Error {
@@ -155,6 +159,7 @@ impl RedisStore {
         RedisWaiter {
             id: super::new_id(),
             con: None,
+            blocked: false,
         }
     }
 
@@ -221,13 +226,15 @@ impl RedisStore {
         wanted: &[Wanted],
         max: usize,
         lease: f64,
+        waiter_id: &str,
     ) -> Result<Vec<Claim>> {
         let mut inv = self.scripts.fetch.prepare_invoke();
         inv.key(self.key("data"))
             .arg(&self.prefix)
             .arg(worker_id)
             .arg(lease)
-            .arg(max);
+            .arg(max)
+            .arg(waiter_id);
         for i in super::sample_order(wanted) {
             let w = &wanted[i];
             inv.arg(&w.name).arg(w.max_concurrency).arg(w.max_fails);
@@ -300,7 +307,8 @@ impl RedisStore {
     }
 
     pub(crate) async fn wait_for_work(&self, waiter: &mut RedisWaiter, max: f64) {
-        // Register for wake-ups and learn when the earliest scheduled job is due, in one call.
+        waiter.rotate_if_orphaned();
+        // Register for wake-ups (again: fetch did already, unless the list just changed) and learn when the earliest scheduled job is due, in one call.
         let due: Result<String> = self.client_call(&["next_due", &waiter.id]).await;
         let until_due = match due {
             Ok(s) if !s.is_empty() => s.parse::<f64>().unwrap_or(max),
@@ -336,11 +344,13 @@ impl RedisStore {
             return;
         };
         let list = self.key(&format!("wake:{}", waiter.id));
+        waiter.blocked = true;
         let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
             .arg(&list)
             .arg(wait.max(0.01))
             .query_async(con)
             .await;
+        waiter.blocked = false;
         if popped.is_err() {
             waiter.con = None; // reconnect next time
         }
@@ -492,6 +502,21 @@ impl RedisStore {
             stale_acks: f(3),
             reaped: f(4),
         })
+    }
+}
+
+impl RedisWaiter {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// After a wait dropped with its BLPOP still blocking: a new list and connection.
+    pub(crate) fn rotate_if_orphaned(&mut self) {
+        if self.blocked {
+            self.id = super::new_id();
+            self.con = None;
+            self.blocked = false;
+        }
     }
 }
 

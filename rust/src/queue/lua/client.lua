@@ -140,6 +140,9 @@ elseif cmd == 'pools' then
   end
   return out
 elseif cmd == 'next_due' then
+  -- ARGV: consumer id. Registers it for wake-ups (before it blocks), then answers the seconds
+  -- until the earliest scheduled or retry job is due, or "" when there is none.
+  redis.call('ZADD', P .. ':waiters', t, ARGV[3])
   local first = nil
   for _, set in ipairs({':scheduled', ':retry'}) do
     local top = redis.call('ZRANGE', P .. set, 0, 0, 'WITHSCORES')
@@ -150,10 +153,6 @@ elseif cmd == 'next_due' then
   end
   if not first then return '' end
   return tostring(first - t)
-elseif cmd == 'waiting' then
-  -- ARGV: consumer id. Registers the consumer for wake-ups.
-  redis.call('ZADD', P .. ':waiters', t, ARGV[3])
-  return 1
 elseif cmd == 'time' then
   return tostring(t)
 end

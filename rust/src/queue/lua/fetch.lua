@@ -1,8 +1,10 @@
--- ARGV: prefix, worker id, lease seconds, max claims, then (name, max_concurrency, max_fails)
--- per wanted name in the client's sampled order. Promotes due scheduled and retry jobs, then
+-- ARGV: prefix, worker id, lease seconds, max claims, waiter id (or ""), then (name,
+-- max_concurrency, max_fails) per wanted name in the client's sampled order. The waiter is
+-- registered for wake-ups here, so an enqueue right after an empty fetch still wakes it. Promotes due scheduled and retry jobs, then
 -- claims: attempt + 1 (the fencing token), a lease in the name's run zset, unique key released.
 -- Returns a flat array: job JSON, token, job JSON, token, ...
 local t = now()
+if ARGV[5] ~= '' then redis.call('ZADD', P .. ':waiters', t, ARGV[5]) end
 for _, set in ipairs({':scheduled', ':retry'}) do
   local due = redis.call('ZRANGEBYSCORE', P .. set, '-inf', t, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
@@ -14,7 +16,7 @@ end
 local worker, lease, max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local claimed = 0
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   if claimed >= max then break end
   local name, cap, max_fails = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if redis.call('SISMEMBER', P .. ':paused', name) == 0 then
