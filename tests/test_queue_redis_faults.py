@@ -1,0 +1,176 @@
+"""The Redis backend when Redis itself misbehaves: a restart (kill -9, AOF on) and connections
+killed under load. Workers reconnect and go on; nothing acknowledged is lost. A real
+redis-server of the test's own; the handlers' ledger (a list in this process) is the truth."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import workhorse as wh
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def command(port: int, *args: str) -> bytes:
+    """One RESP command on its own connection; the raw reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            parts.append(f"${len(a.encode())}\r\n{a}\r\n".encode())
+        c.sendall(b"".join(parts))
+        return c.recv(65536)
+
+
+class Redis:
+    def __init__(self, tmp: Path, aof: bool) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        self.exe, self.dir, self.port, self.aof = exe, tmp, free_port(), aof
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else [
+            "--appendonly", "no"
+        ]
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", str(self.dir), *persistence],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                if command(self.port, "PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path):
+    server = Redis(tmp_path, aof=True)
+    yield server
+    server.kill()
+
+
+def test_workers_reconnect_after_a_redis_restart_and_lose_no_acknowledged_enqueue(aof_redis):
+    queue = wh.Queue.from_url(aof_redis.url, namespace="restart", lease=2.0, reaper_interval=0.2)
+    worker = wh.Worker(concurrency=4, queue=queue)
+    done: list[int] = []
+    lock = threading.Lock()
+
+    @worker.handler("job", max_fails=10, backoff=lambda job: 0.1)
+    def job(j):
+        with lock:
+            done.append(j.args["i"])
+
+    acked = [queue.enqueue("job", {"i": i}).args["i"] for i in range(50)]
+    later = queue.enqueue_in("job", 1.5, {"i": 1000})  # scheduled across the restart
+    worker.start()
+    assert worker.drain(20)
+    aof_redis.kill()  # kill -9: the worker's connections break mid-wait
+    time.sleep(0.5)
+    aof_redis.start()
+    # Enqueued and acknowledged after the restart: must run too.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            acked += [queue.enqueue("job", {"i": i}).args["i"] for i in range(50, 100)]
+            break
+        except wh.QueueError:
+            assert time.monotonic() < deadline, "enqueue never worked again"
+            time.sleep(0.2)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        with lock:
+            if set(acked) | {later.args["i"]} <= set(done):
+                break
+        time.sleep(0.05)
+    worker.stop(5)
+    assert set(acked) <= set(done), sorted(set(acked) - set(done))
+    assert 1000 in done, "the scheduled job did not fire after the restart"
+
+
+def test_jobs_all_complete_while_connections_are_killed(tmp_path: Path):
+    # RELIABILITY.md row 10, shortened: CLIENT KILL TYPE normal every 200 ms while jobs are
+    # enqueued and run for 5 s. Every acknowledged enqueue completes; duplicates need a refused
+    # or lost ack.
+    server = Redis(tmp_path, aof=False)
+    try:
+        queue = wh.Queue.from_url(server.url, namespace="kill", lease=2.0, reaper_interval=0.2)
+        worker = wh.Worker(concurrency=8, queue=queue)
+        done: list[int] = []
+        lock = threading.Lock()
+
+        @worker.handler("job", max_fails=50, backoff=lambda job: 0.05)
+        def job(j):
+            time.sleep(0.002)
+            with lock:
+                done.append(j.args["i"])
+
+        acked: list[int] = []
+        killed = 0
+        stop = threading.Event()
+
+        def killer() -> None:
+            nonlocal killed
+            while not stop.wait(0.2):
+                try:
+                    reply = command(server.port, "CLIENT", "KILL", "TYPE", "normal")
+                    killed += int(reply[1:].split(b"\r\n")[0] or 0)
+                except (OSError, ValueError):
+                    pass
+
+        threading.Thread(target=killer, daemon=True).start()
+        worker.start()
+        n, end = 0, time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                queue.enqueue_many([("job", {"i": n + k}) for k in range(20)])
+                acked.extend(range(n, n + 20))
+            except wh.QueueError:
+                pass  # ambiguous: maybe stored, maybe not; only acknowledged ones must run
+            n += 20
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with lock:
+                if set(acked) <= set(done):
+                    break
+            time.sleep(0.05)
+        stop.set()
+        worker.stop(5)
+        assert killed >= 10, f"only {killed} connections were killed"
+        missing = set(acked) - set(done)
+        assert not missing, f"{len(missing)} acknowledged jobs never completed"
+        stats = queue.client.stats()
+        duplicates = len(done) - len(set(done))
+        assert duplicates <= stats["stale_acks"] + stats["reaped"], (duplicates, stats)
+    finally:
+        server.kill()
