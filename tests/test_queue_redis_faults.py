@@ -174,3 +174,39 @@ def test_jobs_all_complete_while_connections_are_killed(tmp_path: Path):
         assert duplicates <= stats["stale_acks"] + stats["reaped"], (duplicates, stats)
     finally:
         server.kill()
+
+
+def test_a_handler_holding_the_gil_past_its_lease_keeps_its_lease(redis_server):
+    # RELIABILITY.md row 7: leases are renewed from tokio, which never waits for the GIL, so a
+    # handler stuck in a C call that holds it for several leases is not taken for dead.
+    import re
+
+    lease = 0.5
+    n, took = 20, 0.0
+    while took < 0.05:  # calibrate the catastrophic regex: each extra "a" doubles its time
+        t = time.monotonic()
+        re.match(r"(a+)+$", "a" * n + "b")
+        took = time.monotonic() - t
+        n += 1
+    while took < 3 * lease:
+        n += 1
+        took *= 2
+    queue = wh.Queue.from_url(
+        redis_server.url, namespace=f"gil{time.monotonic_ns()}", lease=lease, reaper_interval=0.1
+    )
+    worker = wh.Worker(concurrency=1, queue=queue)
+    runs: list[float] = []
+
+    @worker.handler("stuck")
+    def stuck(job):
+        t = time.monotonic()
+        re.match(r"(a+)+$", "a" * n + "b")  # one C call, the GIL held throughout
+        runs.append(time.monotonic() - t)
+
+    queue.enqueue("stuck")
+    assert worker.drain(60)
+    worker.stop(5)
+    assert len(runs) == 1 and runs[0] >= 2 * lease, runs
+    stats = queue.client.stats()
+    assert stats["reaped"] == 0 and stats["stale_acks"] == 0, stats
+    assert stats["processed"] == 1
