@@ -283,3 +283,33 @@ def test_a_job_that_kills_its_worker_every_time_ends_dead(redis_server, tmp_path
     assert "worker" in (dead.reason or ""), dead.reason
     assert 137 in exits
     assert queue.client.stats()["processed"] >= 1  # the other job ran
+
+
+def test_a_redis_that_lost_its_data_is_detected_counted_and_workers_go_on(tmp_path: Path, capfd):
+    # RELIABILITY.md row 9: restarted without persistence. The epoch key is gone: the loss is
+    # logged and counted (at the next heartbeat, within 5 s), and the workers keep working.
+    server = Redis(tmp_path, aof=False)
+    try:
+        queue = wh.Queue.from_url(server.url, namespace="epoch", lease=2.0, reaper_interval=0.2)
+        worker = wh.Worker(concurrency=2, queue=queue)
+        done: list[int] = []
+        worker.register("job", lambda j: done.append(j.args["i"]))
+        queue.enqueue("job", {"i": 1})
+        assert worker.drain(10) and done == [1]
+        server.kill()
+        server.start()
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                if queue.client.stats()["data_losses"] == 1:
+                    break
+            except wh.QueueError:
+                pass
+            time.sleep(0.1)
+        assert queue.client.stats()["data_losses"] == 1
+        queue.enqueue("job", {"i": 2})
+        assert worker.drain(10) and done == [1, 2]
+        worker.stop(5)
+        assert "Redis lost its data" in capfd.readouterr().err
+    finally:
+        server.kill()
