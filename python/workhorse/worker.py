@@ -353,7 +353,7 @@ class Worker:
                 queue._core,
                 self.worker_id,
                 wanted,
-                2 * self.concurrency,
+                self.concurrency,  # claims fill free slots only: a claimed job starts at once
                 is_async,
                 self.concurrency,
             )
