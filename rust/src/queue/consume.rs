@@ -40,13 +40,14 @@ pub(crate) fn spawn(
     wake: Arc<Notify>,
 ) {
     let runtime = handle();
-    let task = runtime.spawn(run(inner, key, consumer, acks, wake));
+    let task = runtime.spawn(run(inner.clone(), key, consumer, acks, wake));
     runtime.spawn(async move {
         if let Err(err) = task.await {
             if err.is_panic() {
                 crate::errors::report_panic("queue consumer", err.into_panic().as_ref());
             }
         }
+        inner.consumer_done();
     });
 }
 
@@ -74,6 +75,7 @@ async fn run(
     let mut next_beat = Instant::now();
     let mut backoff = ERROR_BACKOFF.0;
     let mut acks_open = true;
+    let mut stopping_since: Option<Instant> = None;
     loop {
         // Finished runs first: they free room and end leases.
         while let Ok(ack) = acks.try_recv() {
@@ -96,6 +98,20 @@ async fn run(
                     backoff = ERROR_BACKOFF.0;
                 }
                 Err(err) => {
+                    if inner.queue_room(key).is_none() && !acks_open {
+                        // Stopping, and the backend does not answer: give up after a lease
+                        // (by then the reaper hands those jobs on anyway) rather than hang.
+                        let since = *stopping_since.get_or_insert_with(Instant::now);
+                        if since.elapsed().as_secs_f64() >= c.lease {
+                            eprintln!(
+                                "workhorse: could not ack {} jobs before stopping ({err:?}); \
+                                 they will run again once their lease expires",
+                                pending.len()
+                            );
+                            pending.clear();
+                            break;
+                        }
+                    }
                     eprintln!(
                         "workhorse: acking {} jobs failed, retrying: {err:?}",
                         pending.len()
@@ -185,7 +201,9 @@ async fn run(
         }
     }
     renewer.abort();
-    let _ = c.store.heartbeat(c.pool.clone(), false).await;
+    // Leave the pool list; a backend that does not answer does not hold up the stop.
+    let goodbye = c.store.heartbeat(c.pool.clone(), false);
+    let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
 }
 
 /// Renew the leases of the runs held every lease / 3, each round started on time whatever the
