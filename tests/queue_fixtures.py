@@ -7,6 +7,7 @@ are not fixtures are imported by name. The redis backend uses a redis-server of 
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import threading
@@ -40,14 +41,22 @@ TEARDOWN_STOP = 3.0
 _ids = itertools.count(1)
 
 
+# One server for the whole session. Each module that star-imports this file gets its own copy
+# of the session fixture below, so the server itself is kept here, made once, stopped at the end.
+_server: RedisServer | None = None
+
+
 @pytest.fixture(scope="session")
 def queue_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """This suite's redis-server (never the system one on 6379), killed at the session's end."""
+    global _server
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed (CI installs it): redis backend not tested")
-    server = RedisServer(str(tmp_path_factory.mktemp("queue-redis")))
-    yield server
-    server.stop()
+    if _server is None or _server.proc.poll() is not None:
+        _server = RedisServer(str(tmp_path_factory.mktemp("queue-redis")))
+        atexit.register(_server.stop)  # in case the session ends without teardown
+    yield _server
+    _server.stop()  # idempotent: the first module's teardown at session end stops it
 
 
 @pytest.fixture(params=BACKENDS)
