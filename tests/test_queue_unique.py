@@ -64,12 +64,14 @@ def test_a_unique_job_can_be_enqueued_again_once_the_waiting_one_is_claimed(
     worker.start()
     try:
         assert started.wait(5)
+        queue.client.pause("sync")  # so that the next one waits instead of being claimed too
         # The first one runs now: no equal job waits, so a new one is accepted ...
         second = settle(lambda: queue.enqueue_unique("sync", {"id": 7}), 3)
         assert second is not None and second.id != first.id
         # ... and that one waits, so the next is refused.
         assert queue.enqueue_unique("sync", {"id": 7}) is None
     finally:
+        queue.client.unpause("sync")
         release.set()
     assert runs.wait_for(2, 5)
     assert [r["id"] for r in runs.snapshot()] == [first.id, second.id]
