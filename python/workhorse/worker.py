@@ -379,6 +379,7 @@ class Worker:
                 self.logger.warning(
                     "%s: lost the lease of job %s (%s); cancelling it", self.name, job_id, job.name
                 )
+                job._lease_lost = True  # its outcome is a release, whatever the handler returns
                 ctx = job._ctx
                 if ctx is not None:
                     ctx.cancel()
@@ -984,7 +985,10 @@ class Worker:
         try:
             if ctx is not None:
                 status = ctx.status
-                released = self._grace_over and ctx._cancelled
+                # Cancelled past the grace at stop, or because its lease was lost: the work was
+                # cut short, so the job goes back (an ack the backend refuses if another worker
+                # took it meanwhile).
+                released = job._lease_lost or (self._grace_over and ctx._cancelled)
                 outcome = outcome_of(job, ctx, options, released)
         finally:
             self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)
