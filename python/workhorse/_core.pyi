@@ -56,7 +56,7 @@ class QueueCore:
     def cron(self, spec: str, name: str, args: str) -> CronTask: ...
 
 def monotonic() -> float:
-    """time.monotonic() as the core sees it (CLOCK_MONOTONIC), in seconds."""
+    """time.monotonic() as the core reads it, in seconds."""
 
 def shutdown() -> None:
     """Stop the tokio runtime and the timer thread (interpreter exit)."""

@@ -13,7 +13,7 @@ mod timers;
 
 use pyo3::prelude::*;
 
-/// time.monotonic() as the core sees it (CLOCK_MONOTONIC), in seconds.
+/// time.monotonic() as the core reads it (runtime.rs `now_ns`), in seconds.
 #[pyfunction]
 fn monotonic() -> f64 {
     runtime::ns_to_secs(runtime::now_ns())
