@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from typing import Any, final
 
+__version__: str
+
 class CoreError(RuntimeError):
     """An internal error of the core, or a call on a stopped dispatcher."""
 

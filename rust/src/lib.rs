@@ -45,5 +45,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
     m.add("ChannelClosed", py.get_type::<errors::ChannelClosed>())?;
     m.add("QueueError", py.get_type::<errors::QueueError>())?;
+    // The package's version is the crate's: maturin writes the same into the wheel's metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
