@@ -28,11 +28,16 @@ test-python: build-dev
 
 test: test-rust test-python
 
-lint: install
+# stubtest compares _core.pyi with the compiled module, so lint builds it first. The win32 pass
+# keeps POSIX-only calls (os.register_at_fork) behind platform checks for the Windows wheel.
+lint: build-dev
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy --strict python/workhorse
+	$(VENV)/bin/mypy --strict --platform win32 python/workhorse
+	$(PY) -m mypy.stubtest workhorse._core
+
 
 format: install
 	cargo fmt
