@@ -61,7 +61,8 @@ wheel: install
 			--compatibility manylinux2014 --target "$$target" --out dist || exit 1; \
 	done
 	for whl in dist/workhorse-*.whl; do \
-		$(VENV)/bin/auditwheel show "$$whl" | tee /dev/stderr | grep '"manylinux_2_17_' >/dev/null || exit 1; \
+		shown=$$($(VENV)/bin/auditwheel show "$$whl") && echo "$$shown" && \
+		echo "$$shown" | grep -q '"manylinux_2_17_' || exit 1; \
 	done
 	ls -l dist/workhorse-*.whl
 
