@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -90,7 +91,8 @@ def _after_fork_in_child() -> None:
             _workers.discard(worker)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
