@@ -122,3 +122,11 @@ def test_a_cron_that_fires_rarely_enqueues_nothing_soon(queue, qworker, runs):
     worker.start()
     time.sleep(1.2)
     assert len(runs) == 0
+
+
+def test_a_five_field_spec_is_accepted_as_second_zero(queue, qworker):
+    # Five fields (minute first) as classic cron; six with seconds first.
+    worker = qworker()
+    worker.register("report", lambda job: None)
+    worker.periodically_enqueue("*/5 * * * *", "report")
+    assert wh._core.cron_next("*/5 * * * *", 1_000_000_001.5) % 300 == 0

@@ -254,8 +254,8 @@ class Worker:
         self, spec: str, name: str, args: dict[str, Any] | None = None
     ) -> None:
         """Enqueue `name` into the worker's queue once per slot of the cron `spec` (six fields,
-        seconds first, UTC) while the worker runs; any number of processes may do the same and
-        each slot is enqueued once. Slots missed while no worker ran are not caught up."""
+        seconds first, or five; UTC) while the worker runs; any number of processes may do the
+        same and each slot is enqueued once. Slots missed while no worker ran are not caught up."""
         if self._queue is None:
             raise ValueError("periodically_enqueue needs a Worker(queue=...)")
         if not isinstance(spec, str):

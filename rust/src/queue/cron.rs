@@ -1,6 +1,7 @@
 //! Cron slots for periodic enqueue and `Result.reschedule(cron=...)`, by croner.
 //!
-//! Specs have six fields, seconds first (`"0 */5 * * * *"`), evaluated in UTC. A periodic enqueue
+//! Specs have six fields, seconds first (`"0 */5 * * * *"`), or five (seconds 0), evaluated in
+//! UTC. A periodic enqueue
 //! tries every slot in every process; the backend's `enqueue_slot` lets exactly one win.
 
 use crate::errors::{Error, Result};
@@ -8,15 +9,16 @@ use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
-/// Parse a six-field spec; a bad one is a ValueError naming it.
+/// Parse a six-field spec (seconds first) or a five-field one; a bad one is a ValueError naming
+/// it.
 pub(crate) fn parse(spec: &str) -> Result<Cron> {
     CronParser::builder()
-        .seconds(Seconds::Required)
+        .seconds(Seconds::Optional)
         .build()
         .parse(spec)
         .map_err(|e| {
             Error::Invalid(format!(
-                "invalid cron spec {spec:?} (six fields, seconds first): {e}"
+                "invalid cron spec {spec:?} (six fields, seconds first, or five): {e}"
             ))
         })
 }
@@ -45,8 +47,10 @@ mod tests {
     }
 
     #[test]
-    fn five_fields_or_garbage_are_refused() {
-        assert!(parse("*/5 * * * *").is_err());
+    fn five_fields_mean_second_zero_and_garbage_is_refused() {
+        let cron = parse("*/5 * * * *").unwrap();
+        assert_eq!(next_after(&cron, 1_000_000_001.5).unwrap() % 300.0, 0.0);
         assert!(parse("banana").is_err());
+        assert!(parse("* * * * * * * *").is_err());
     }
 }
