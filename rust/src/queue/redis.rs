@@ -20,7 +20,9 @@
 //! | `{ns}:waiters`, `{ns}:wake:<id>` | zset, list | consumers waiting, one wake-up token each |
 //!
 //! Consumers wait with BLPOP on their own wake list (a connection of their own, so the shared
-//! multiplexed one never blocks); every script that makes work ready pushes a token to each.
+//! multiplexed one never blocks); every script that makes work ready pushes a token to each, and
+//! so does one that schedules a job due before everything else scheduled (consumers sleep until
+//! the earliest due time, on a local timer: Redis times blocked commands out on its cron tick).
 
 use super::{Ack, Busy, Claim, JobData, JobSet, NewJob, Outcome, Pool, QueueInfo, Stats, Wanted};
 use crate::errors::{Error, Result};
@@ -33,6 +35,8 @@ use std::time::Duration;
 /// Each connection attempt gives up after this; a command after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `now()` (the probe at open, the cron clock) gives up after this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Jobs per enqueue script call (`enqueue_many` is chunked).
 const ENQUEUE_CHUNK: usize = 1000;
 
@@ -173,8 +177,17 @@ impl RedisStore {
         }
     }
 
+    /// Redis's clock. Also the probe `Queue.from_url` makes: a server that accepts connections
+    /// but never answers is an error after `PROBE_TIMEOUT`, not after every retry's timeouts.
     pub(crate) async fn now(&self) -> Result<f64> {
-        let t: String = self.client_call(&["time"]).await?;
+        let t: String = tokio::time::timeout(PROBE_TIMEOUT, self.client_call(&["time"]))
+            .await
+            .map_err(|_| {
+                Error::Backend(format!(
+                    "redis: no answer within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                ))
+            })??;
         t.parse()
             .map_err(|_| Error::Backend(format!("redis: TIME gave {t:?}")))
     }
@@ -1315,6 +1328,65 @@ mod tests {
             assert!(matches!(wrong.now().await, Err(Error::Backend(_))));
             assert!(t0.elapsed() < Duration::from_secs(3));
         });
+    }
+
+    #[test]
+    fn a_restarted_redis_is_reconnected() {
+        let Some(mut srv) = server(&[]) else { return };
+        let store = Store::open(&srv.url(), "re").unwrap();
+        let want = wanted("a", 0, 4);
+        run(async {
+            let mut w = store.waiter();
+            w.mark_seen();
+            assert!(store
+                .fetch("w", &want, 1, 30.0, &w)
+                .await
+                .unwrap()
+                .is_empty());
+            store.wait_for_work(&mut w, 0.05).await; // the waiter's own connection is up
+            let _ = srv.child.kill();
+            let _ = srv.child.wait();
+            assert!(matches!(store.now().await, Err(Error::Backend(_))));
+            store.wait_for_work(&mut w, 0.05).await; // fails, without hanging
+            let exe = redis_server_exe().unwrap();
+            let port = srv.port.to_string();
+            srv.child = Command::new(exe)
+                .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--dir", "/tmp"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let t0 = Instant::now();
+            while store.now().await.is_err() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never reconnected");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            store.enqueue(vec![job("a")]).await.unwrap();
+            w.mark_seen();
+            assert_eq!(store.fetch("w", &want, 1, 30.0, &w).await.unwrap().len(), 1);
+            // The waiter reconnects too and is woken again.
+            let store2 = store.clone();
+            let wait = tokio::spawn(async move {
+                let t0 = Instant::now();
+                store2.wait_for_work(&mut w, 5.0).await;
+                t0.elapsed()
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.enqueue(vec![job("a")]).await.unwrap();
+            assert!(wait.await.unwrap() < Duration::from_secs(1));
+        });
+    }
+
+    #[test]
+    fn a_silent_server_is_an_error_within_seconds() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/0", listener.local_addr().unwrap());
+        let t0 = Instant::now();
+        let store = Store::open(&url, "ns").unwrap();
+        assert!(matches!(run(store.now()), Err(Error::Backend(_))));
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+        drop(listener);
     }
 
     #[test]
