@@ -6,7 +6,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:data` | hash | job id -> the job (JSON: args, times, fails, attempt, meta, ...) |
+//! | `{ns}:data` | hash | job id -> the job (JSON: args, times, fails, meta, ...) |
+//! | `{ns}:attempts` | hash | job id -> claims so far: the fencing token of the current one |
 //! | `{ns}:q:<name>` | list | ids ready to run, oldest first |
 //! | `{ns}:scheduled`, `{ns}:retry` | zset | `id\|name` by due time |
 //! | `{ns}:dead` | zset | `id\|name` by death time, the newest 10,000 |
@@ -103,8 +104,8 @@ fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// A job as the scripts store it (JSON) -> JobData, and its attempt.
-fn job_of(raw: &str) -> Result<(JobData, u64)> {
+/// A job as the scripts store it (JSON) -> JobData.
+fn job_of(raw: &str) -> Result<JobData> {
     let v: Value = serde_json::from_str(raw)
         .map_err(|e| Error::Backend(format!("redis: a stored job is not JSON: {e}")))?;
     let job = JobData {
@@ -120,7 +121,7 @@ fn job_of(raw: &str) -> Result<(JobData, u64)> {
         reason: text(&v, "reason"),
         meta: text(&v, "meta"),
     };
-    Ok((job, num(&v, "attempt") as u64))
+    Ok(job)
 }
 
 impl RedisStore {
@@ -272,8 +273,10 @@ impl RedisStore {
             let bad = |e: redis::ParsingError| Error::Backend(format!("redis: fetch gave {e}"));
             let raw: String = redis::from_redis_value_ref(&pair[0]).map_err(bad)?;
             let token: u64 = redis::from_redis_value_ref(&pair[1]).map_err(bad)?;
-            let (job, _) = job_of(&raw)?;
-            claims.push(Claim { job, token });
+            claims.push(Claim {
+                job: job_of(&raw)?,
+                token,
+            });
         }
         Ok(claims)
     }
@@ -467,7 +470,7 @@ impl RedisStore {
         let jobs = flat
             .iter()
             .skip(1)
-            .map(|raw| job_of(raw).map(|(job, _)| job))
+            .map(|raw| job_of(raw))
             .collect::<Result<Vec<_>>>()?;
         Ok((jobs, total))
     }
@@ -1375,6 +1378,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             store.enqueue(vec![job("a")]).await.unwrap();
             assert!(wait.await.unwrap() < Duration::from_secs(1));
+        });
+    }
+
+    /// Throughput of the batch scripts (`cargo test --release -- --ignored throughput
+    /// --nocapture`): 100 jobs per fetch and finish call, one caller.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        let n = 100_000;
+        run(async {
+            let t0 = Instant::now();
+            s.enqueue((0..n).map(|_| job("a")).collect()).await.unwrap();
+            let enq = t0.elapsed();
+            let (mut fetching, mut finishing) = (Duration::ZERO, Duration::ZERO);
+            loop {
+                let t0 = Instant::now();
+                let c = take(&s, "a", 100, 30.0).await;
+                fetching += t0.elapsed();
+                if c.is_empty() {
+                    break;
+                }
+                let acks = c.iter().map(|c| ack(c, Outcome::Complete)).collect();
+                let t0 = Instant::now();
+                s.finish(acks).await.unwrap();
+                finishing += t0.elapsed();
+            }
+            let rate = |d: Duration| n as f64 / d.as_secs_f64();
+            eprintln!(
+                "enqueue {:.0} jobs/s; fetch {:.0} jobs/s; finish {:.0} jobs/s; both {:.0} jobs/s",
+                rate(enq),
+                rate(fetching),
+                rate(finishing),
+                rate(fetching + finishing)
+            );
+            assert_eq!(s.stats().await.unwrap().processed, n as u64);
         });
     }
 

@@ -83,7 +83,7 @@ elseif cmd == 'delete' then
     if redis.call('ZREM', set, m) == 0 then return end
     local job = load(id)
     if job then release_unique(job) end
-    redis.call('HDEL', P .. ':data', id)
+    forget(id)
     deleted = deleted + 1
   end
   if ARGV[4] ~= '' then

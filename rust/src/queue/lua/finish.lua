@@ -23,12 +23,17 @@ for i = 2, #ARGV, 7 do
   else
     redis.call('HDEL', P .. ':runinfo', id)
     out[#out + 1] = 1
-    local job = load(id)
+    -- Complete and discard need not read the job (the common case stays cheap); a job deleted
+    -- while running is not counted (as memory:// does).
+    if outcome == 'complete' then
+      if forget(id) == 1 then stat('processed') end
+    elseif outcome == 'discard' then
+      if forget(id) == 1 then stat('processed'); stat('failed') end
+    end
+    local job = nil
+    if outcome ~= 'complete' and outcome ~= 'discard' then job = load(id) end
     if job then
-      if outcome == 'complete' then
-        stat('processed')
-        redis.call('HDEL', P .. ':data', id)
-      elseif outcome == 'retry' then
+      if outcome == 'retry' then
         stat('processed'); stat('failed')
         job.fails = job.fails + 1
         job.last_error = text
@@ -47,9 +52,6 @@ for i = 2, #ARGV, 7 do
         job.reason = text
         save(job)
         add_dead(id, name, t)
-      elseif outcome == 'discard' then
-        stat('processed'); stat('failed')
-        redis.call('HDEL', P .. ':data', id)
       elseif outcome == 'reschedule' then
         stat('processed')
         if args ~= '' then job.args = args end
@@ -66,5 +68,6 @@ for i = 2, #ARGV, 7 do
     end
   end
 end
+flush_stats()
 if wake_them then wake() end
 return out

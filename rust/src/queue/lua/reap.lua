@@ -33,5 +33,6 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
   end
 end
 if reaped > 0 then stat('reaped', reaped) end
+flush_stats()
 if requeued then wake() end
 return reaped
