@@ -90,6 +90,8 @@ pub(crate) struct RedisWaiter {
     /// it still blocks in Redis and would take the next token, so the next wait uses a new
     /// list and connection (dropping the old connection ends the orphan).
     blocked: bool,
+    /// Ids given up that way: unregistered (and their lists deleted) by the next wait.
+    retired: Vec<String>,
 }
 
 fn backend(err: redis::RedisError) -> Error {
@@ -175,6 +177,7 @@ impl RedisStore {
             id: super::new_id(),
             con: None,
             blocked: false,
+            retired: Vec::new(),
         }
     }
 
@@ -337,8 +340,14 @@ impl RedisStore {
 
     pub(crate) async fn wait_for_work(&self, waiter: &mut RedisWaiter, max: f64) {
         waiter.rotate_if_orphaned();
-        // Register for wake-ups (again: fetch did already, unless the list just changed) and learn when the earliest scheduled job is due, in one call.
-        let due: Result<String> = self.client_call(&["next_due", &waiter.id]).await;
+        // Register for wake-ups (again: fetch did already, unless the list just changed), drop
+        // the ids retired, and learn when the earliest scheduled job is due, in one call.
+        let mut args = vec!["next_due", waiter.id.as_str()];
+        args.extend(waiter.retired.iter().map(String::as_str));
+        let due: Result<String> = self.client_call(&args).await;
+        if due.is_ok() {
+            waiter.retired.clear();
+        }
         let until_due = match due {
             Ok(s) if !s.is_empty() => s.parse::<f64>().unwrap_or(max),
             Ok(_) => f64::INFINITY,
@@ -374,11 +383,23 @@ impl RedisStore {
         };
         let list = self.key(&format!("wake:{}", waiter.id));
         waiter.blocked = true;
-        let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+        let blpop = redis::cmd("BLPOP")
             .arg(&list)
             .arg(wait.max(0.01))
-            .query_async(con)
-            .await;
+            .to_owned();
+        let popped = if until_due < max {
+            // Waiting for a due time: Redis times blocked commands out on its cron tick (up to
+            // 100 ms late at the default hz 10), so a local timer ends the wait on time. The
+            // BLPOP is then left blocking (`blocked` stays set): the next look moves to a new
+            // list and connection, sending nothing more meanwhile (Redis may be paused).
+            let pop = blpop.query_async::<Option<(String, String)>>(con);
+            match tokio::time::timeout(Duration::from_secs_f64(wait), pop).await {
+                Ok(popped) => popped,
+                Err(_) => return,
+            }
+        } else {
+            blpop.query_async(con).await
+        };
         waiter.blocked = false;
         if popped.is_err() {
             waiter.con = None; // reconnect next time
@@ -564,7 +585,10 @@ impl RedisWaiter {
     /// After a wait dropped with its BLPOP still blocking: a new list and connection.
     pub(crate) fn rotate_if_orphaned(&mut self) {
         if self.blocked {
-            self.id = super::new_id();
+            let old = std::mem::replace(&mut self.id, super::new_id());
+            if self.retired.len() < 16 {
+                self.retired.push(old); // beyond that, left to expire with the others
+            }
             self.con = None;
             self.blocked = false;
         }
@@ -1311,6 +1335,20 @@ mod tests {
             eprintln!("scheduled job claimed {late:?} late, {early:?} early");
             assert!(late < Duration::from_millis(50), "{late:?} late");
             assert!(early < Duration::from_millis(10), "{early:?} early");
+            // The wait ended on its local timer and left its BLPOP: the next wait moved to a new
+            // list and unregistered the old one.
+            w.mark_seen();
+            store.wait_for_work(w, 0.01).await;
+            let Store::Redis(r) = &store else {
+                unreachable!()
+            };
+            let mut con = r.con.clone();
+            let registered: u64 = redis::cmd("ZCARD")
+                .arg(r.key("waiters"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(registered, 3);
         });
     }
 

@@ -27,11 +27,12 @@ local function wake()
     redis.call('EXPIRE', P .. ':wake:' .. w, 120)
   end
 end
--- Counters are summed in the script and written once at its end (flush_stats).
+local function stat(field, n) redis.call('HINCRBY', P .. ':stats', field, n or 1) end
+-- Counters of a batch: summed in the script (tally), written once at its end (flush_tally).
 local counts = {}
-local function stat(field, n) counts[field] = (counts[field] or 0) + (n or 1) end
-local function flush_stats()
-  for field, n in pairs(counts) do redis.call('HINCRBY', P .. ':stats', field, n) end
+local function tally(field, n) counts[field] = (counts[field] or 0) + (n or 1) end
+local function flush_tally()
+  for field, n in pairs(counts) do stat(field, n) end
 end
 -- The earliest due time in the scheduled and retry sets, or nil.
 local function earliest_due()
