@@ -6,7 +6,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:data` | hash | job id -> the job (JSON: args, times, fails, attempt, meta, ...) |
+//! | `{ns}:data` | hash | job id -> the job (JSON: args, times, fails, meta, ...) |
+//! | `{ns}:attempts` | hash | job id -> claims so far: the fencing token of the current one |
 //! | `{ns}:q:<name>` | list | ids ready to run, oldest first |
 //! | `{ns}:scheduled`, `{ns}:retry` | zset | `id\|name` by due time |
 //! | `{ns}:dead` | zset | `id\|name` by death time, the newest 10,000 |
@@ -20,7 +21,9 @@
 //! | `{ns}:waiters`, `{ns}:wake:<id>` | zset, list | consumers waiting, one wake-up token each |
 //!
 //! Consumers wait with BLPOP on their own wake list (a connection of their own, so the shared
-//! multiplexed one never blocks); every script that makes work ready pushes a token to each.
+//! multiplexed one never blocks); every script that makes work ready pushes a token to each, and
+//! so does one that schedules a job due before everything else scheduled (consumers sleep until
+//! the earliest due time, on a local timer: Redis times blocked commands out on its cron tick).
 
 use super::{Ack, Busy, Claim, JobData, JobSet, NewJob, Outcome, Pool, QueueInfo, Stats, Wanted};
 use crate::errors::{Error, Result};
@@ -33,6 +36,8 @@ use std::time::Duration;
 /// Each connection attempt gives up after this; a command after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `now()` (the probe at open, the cron clock) gives up after this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Jobs per enqueue script call (`enqueue_many` is chunked).
 const ENQUEUE_CHUNK: usize = 1000;
 
@@ -85,6 +90,8 @@ pub(crate) struct RedisWaiter {
     /// it still blocks in Redis and would take the next token, so the next wait uses a new
     /// list and connection (dropping the old connection ends the orphan).
     blocked: bool,
+    /// Ids given up that way: unregistered (and their lists deleted) by the next wait.
+    retired: Vec<String>,
 }
 
 fn backend(err: redis::RedisError) -> Error {
@@ -99,8 +106,8 @@ fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// A job as the scripts store it (JSON) -> JobData, and its attempt.
-fn job_of(raw: &str) -> Result<(JobData, u64)> {
+/// A job as the scripts store it (JSON) -> JobData.
+fn job_of(raw: &str) -> Result<JobData> {
     let v: Value = serde_json::from_str(raw)
         .map_err(|e| Error::Backend(format!("redis: a stored job is not JSON: {e}")))?;
     let job = JobData {
@@ -116,7 +123,7 @@ fn job_of(raw: &str) -> Result<(JobData, u64)> {
         reason: text(&v, "reason"),
         meta: text(&v, "meta"),
     };
-    Ok((job, num(&v, "attempt") as u64))
+    Ok(job)
 }
 
 impl RedisStore {
@@ -170,11 +177,21 @@ impl RedisStore {
             id: super::new_id(),
             con: None,
             blocked: false,
+            retired: Vec::new(),
         }
     }
 
+    /// Redis's clock. Also the probe `Queue.from_url` makes: a server that accepts connections
+    /// but never answers is an error after `PROBE_TIMEOUT`, not after every retry's timeouts.
     pub(crate) async fn now(&self) -> Result<f64> {
-        let t: String = self.client_call(&["time"]).await?;
+        let t: String = tokio::time::timeout(PROBE_TIMEOUT, self.client_call(&["time"]))
+            .await
+            .map_err(|_| {
+                Error::Backend(format!(
+                    "redis: no answer within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                ))
+            })??;
         t.parse()
             .map_err(|_| Error::Backend(format!("redis: TIME gave {t:?}")))
     }
@@ -259,8 +276,10 @@ impl RedisStore {
             let bad = |e: redis::ParsingError| Error::Backend(format!("redis: fetch gave {e}"));
             let raw: String = redis::from_redis_value_ref(&pair[0]).map_err(bad)?;
             let token: u64 = redis::from_redis_value_ref(&pair[1]).map_err(bad)?;
-            let (job, _) = job_of(&raw)?;
-            claims.push(Claim { job, token });
+            claims.push(Claim {
+                job: job_of(&raw)?,
+                token,
+            });
         }
         Ok(claims)
     }
@@ -321,8 +340,14 @@ impl RedisStore {
 
     pub(crate) async fn wait_for_work(&self, waiter: &mut RedisWaiter, max: f64) {
         waiter.rotate_if_orphaned();
-        // Register for wake-ups (again: fetch did already, unless the list just changed) and learn when the earliest scheduled job is due, in one call.
-        let due: Result<String> = self.client_call(&["next_due", &waiter.id]).await;
+        // Register for wake-ups (again: fetch did already, unless the list just changed), drop
+        // the ids retired, and learn when the earliest scheduled job is due, in one call.
+        let mut args = vec!["next_due", waiter.id.as_str()];
+        args.extend(waiter.retired.iter().map(String::as_str));
+        let due: Result<String> = self.client_call(&args).await;
+        if due.is_ok() {
+            waiter.retired.clear();
+        }
         let until_due = match due {
             Ok(s) if !s.is_empty() => s.parse::<f64>().unwrap_or(max),
             Ok(_) => f64::INFINITY,
@@ -358,11 +383,23 @@ impl RedisStore {
         };
         let list = self.key(&format!("wake:{}", waiter.id));
         waiter.blocked = true;
-        let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+        let blpop = redis::cmd("BLPOP")
             .arg(&list)
             .arg(wait.max(0.01))
-            .query_async(con)
-            .await;
+            .to_owned();
+        let popped = if until_due < max {
+            // Waiting for a due time: Redis times blocked commands out on its cron tick (up to
+            // 100 ms late at the default hz 10), so a local timer ends the wait on time. The
+            // BLPOP is then left blocking (`blocked` stays set): the next look moves to a new
+            // list and connection, sending nothing more meanwhile (Redis may be paused).
+            let pop = blpop.query_async::<Option<(String, String)>>(con);
+            match tokio::time::timeout(Duration::from_secs_f64(wait), pop).await {
+                Ok(popped) => popped,
+                Err(_) => return,
+            }
+        } else {
+            blpop.query_async(con).await
+        };
         waiter.blocked = false;
         if popped.is_err() {
             waiter.con = None; // reconnect next time
@@ -454,7 +491,7 @@ impl RedisStore {
         let jobs = flat
             .iter()
             .skip(1)
-            .map(|raw| job_of(raw).map(|(job, _)| job))
+            .map(|raw| job_of(raw))
             .collect::<Result<Vec<_>>>()?;
         Ok((jobs, total))
     }
@@ -548,7 +585,10 @@ impl RedisWaiter {
     /// After a wait dropped with its BLPOP still blocking: a new list and connection.
     pub(crate) fn rotate_if_orphaned(&mut self) {
         if self.blocked {
-            self.id = super::new_id();
+            let old = std::mem::replace(&mut self.id, super::new_id());
+            if self.retired.len() < 16 {
+                self.retired.push(old); // beyond that, left to expire with the others
+            }
             self.con = None;
             self.blocked = false;
         }
@@ -1295,6 +1335,20 @@ mod tests {
             eprintln!("scheduled job claimed {late:?} late, {early:?} early");
             assert!(late < Duration::from_millis(50), "{late:?} late");
             assert!(early < Duration::from_millis(10), "{early:?} early");
+            // The wait ended on its local timer and left its BLPOP: the next wait moved to a new
+            // list and unregistered the old one.
+            w.mark_seen();
+            store.wait_for_work(w, 0.01).await;
+            let Store::Redis(r) = &store else {
+                unreachable!()
+            };
+            let mut con = r.con.clone();
+            let registered: u64 = redis::cmd("ZCARD")
+                .arg(r.key("waiters"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(registered, 3);
         });
     }
 
@@ -1315,6 +1369,102 @@ mod tests {
             assert!(matches!(wrong.now().await, Err(Error::Backend(_))));
             assert!(t0.elapsed() < Duration::from_secs(3));
         });
+    }
+
+    #[test]
+    fn a_restarted_redis_is_reconnected() {
+        let Some(mut srv) = server(&[]) else { return };
+        let store = Store::open(&srv.url(), "re").unwrap();
+        let want = wanted("a", 0, 4);
+        run(async {
+            let mut w = store.waiter();
+            w.mark_seen();
+            assert!(store
+                .fetch("w", &want, 1, 30.0, &w)
+                .await
+                .unwrap()
+                .is_empty());
+            store.wait_for_work(&mut w, 0.05).await; // the waiter's own connection is up
+            let _ = srv.child.kill();
+            let _ = srv.child.wait();
+            assert!(matches!(store.now().await, Err(Error::Backend(_))));
+            store.wait_for_work(&mut w, 0.05).await; // fails, without hanging
+            let exe = redis_server_exe().unwrap();
+            let port = srv.port.to_string();
+            srv.child = Command::new(exe)
+                .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--dir", "/tmp"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let t0 = Instant::now();
+            while store.now().await.is_err() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "never reconnected");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            store.enqueue(vec![job("a")]).await.unwrap();
+            w.mark_seen();
+            assert_eq!(store.fetch("w", &want, 1, 30.0, &w).await.unwrap().len(), 1);
+            // The waiter reconnects too and is woken again.
+            let store2 = store.clone();
+            let wait = tokio::spawn(async move {
+                let t0 = Instant::now();
+                store2.wait_for_work(&mut w, 5.0).await;
+                t0.elapsed()
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.enqueue(vec![job("a")]).await.unwrap();
+            assert!(wait.await.unwrap() < Duration::from_secs(1));
+        });
+    }
+
+    /// Throughput of the batch scripts (`cargo test --release -- --ignored throughput
+    /// --nocapture`): 100 jobs per fetch and finish call, one caller.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        let n = 100_000;
+        run(async {
+            let t0 = Instant::now();
+            s.enqueue((0..n).map(|_| job("a")).collect()).await.unwrap();
+            let enq = t0.elapsed();
+            let (mut fetching, mut finishing) = (Duration::ZERO, Duration::ZERO);
+            loop {
+                let t0 = Instant::now();
+                let c = take(&s, "a", 100, 30.0).await;
+                fetching += t0.elapsed();
+                if c.is_empty() {
+                    break;
+                }
+                let acks = c.iter().map(|c| ack(c, Outcome::Complete)).collect();
+                let t0 = Instant::now();
+                s.finish(acks).await.unwrap();
+                finishing += t0.elapsed();
+            }
+            let rate = |d: Duration| n as f64 / d.as_secs_f64();
+            eprintln!(
+                "enqueue {:.0} jobs/s; fetch {:.0} jobs/s; finish {:.0} jobs/s; both {:.0} jobs/s",
+                rate(enq),
+                rate(fetching),
+                rate(finishing),
+                rate(fetching + finishing)
+            );
+            assert_eq!(s.stats().await.unwrap().processed, n as u64);
+        });
+    }
+
+    #[test]
+    fn a_silent_server_is_an_error_within_seconds() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/0", listener.local_addr().unwrap());
+        let t0 = Instant::now();
+        let store = Store::open(&url, "ns").unwrap();
+        assert!(matches!(run(store.now()), Err(Error::Backend(_))));
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+        drop(listener);
     }
 
     #[test]

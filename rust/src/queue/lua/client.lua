@@ -83,7 +83,7 @@ elseif cmd == 'delete' then
     if redis.call('ZREM', set, m) == 0 then return end
     local job = load(id)
     if job then release_unique(job) end
-    redis.call('HDEL', P .. ':data', id)
+    forget(id)
     deleted = deleted + 1
   end
   if ARGV[4] ~= '' then
@@ -161,9 +161,13 @@ elseif cmd == 'pools' then
   end
   return out
 elseif cmd == 'next_due' then
-  -- ARGV: consumer id. Registers it for wake-ups (before it blocks), then answers the seconds
-  -- until the earliest scheduled or retry job is due, or "" when there is none.
+  -- ARGV: consumer id, then ids it gave up. Registers it for wake-ups (before it blocks), then
+  -- answers the seconds until the earliest scheduled or retry job is due, or "" when none is.
   redis.call('ZADD', P .. ':waiters', t, ARGV[3])
+  for i = 4, #ARGV do
+    redis.call('ZREM', P .. ':waiters', ARGV[i])
+    redis.call('DEL', P .. ':wake:' .. ARGV[i])
+  end
   local first = earliest_due()
   if not first then return '' end
   return tostring(first - t)

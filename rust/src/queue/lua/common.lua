@@ -12,6 +12,11 @@ local function load(id)
   return cjson.decode(raw)
 end
 local function save(job) redis.call('HSET', P .. ':data', job.id, cjson.encode(job)) end
+-- A job's data and its attempt counter (the fencing token) go together; 1 if it existed.
+local function forget(id)
+  redis.call('HDEL', P .. ':attempts', id)
+  return redis.call('HDEL', P .. ':data', id)
+end
 local function wake()
   -- Every consumer that waited in the last minute gets one token on its own list (BLPOP).
   local cutoff = now() - 60
@@ -23,6 +28,12 @@ local function wake()
   end
 end
 local function stat(field, n) redis.call('HINCRBY', P .. ':stats', field, n or 1) end
+-- Counters of a batch: summed in the script (tally), written once at its end (flush_tally).
+local counts = {}
+local function tally(field, n) counts[field] = (counts[field] or 0) + (n or 1) end
+local function flush_tally()
+  for field, n in pairs(counts) do stat(field, n) end
+end
 -- The earliest due time in the scheduled and retry sets, or nil.
 local function earliest_due()
   local first = nil
@@ -52,7 +63,7 @@ local function add_dead(id, name, t)
   local n = redis.call('ZCARD', P .. ':dead')
   if n > 10000 then
     for _, m in ipairs(redis.call('ZRANGE', P .. ':dead', 0, n - 10001)) do
-      redis.call('HDEL', P .. ':data', string.sub(m, 1, string.find(m, '|', 1, true) - 1))
+      forget(string.sub(m, 1, string.find(m, '|', 1, true) - 1))
     end
     redis.call('ZREMRANGEBYRANK', P .. ':dead', 0, n - 10001)
   end
@@ -72,7 +83,7 @@ local function put(t, id, name, args, delay, unique, meta)
   end
   local job = {
     id = id, name = name, args = args, enqueued_at = t, run_at = t + math.max(delay, 0),
-    fails = 0, attempt = 0,
+    fails = 0,
   }
   if unique ~= '' then job.unique_key = unique end
   if meta ~= '' then job.meta = meta end

@@ -18,18 +18,23 @@ for i = 2, #ARGV, 7 do
   local id, name, token, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay, text, args = tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
   if redis.call('ZREM', P .. ':run:' .. name, member(id, token)) == 0 then
-    stat('stale_acks')
+    tally('stale_acks')
     out[#out + 1] = 0
   else
     redis.call('HDEL', P .. ':runinfo', id)
     out[#out + 1] = 1
-    local job = load(id)
+    -- Complete and discard need not read the job (the common case stays cheap); a job deleted
+    -- while running is not counted (as memory:// does).
+    if outcome == 'complete' then
+      if forget(id) == 1 then tally('processed') end
+    elseif outcome == 'discard' then
+      if forget(id) == 1 then tally('processed'); tally('failed') end
+    end
+    local job = nil
+    if outcome ~= 'complete' and outcome ~= 'discard' then job = load(id) end
     if job then
-      if outcome == 'complete' then
-        stat('processed')
-        redis.call('HDEL', P .. ':data', id)
-      elseif outcome == 'retry' then
-        stat('processed'); stat('failed')
+      if outcome == 'retry' then
+        tally('processed'); tally('failed')
         job.fails = job.fails + 1
         job.last_error = text
         job.run_at = t + math.max(delay, 0)
@@ -37,9 +42,9 @@ for i = 2, #ARGV, 7 do
         due_at(job.run_at)
         redis.call('ZADD', P .. ':retry', job.run_at, member(id, name))
       elseif outcome == 'dead' or outcome == 'dead_failed' then
-        stat('processed'); stat('dead')
+        tally('processed'); tally('dead')
         if outcome == 'dead_failed' then
-          stat('failed')
+          tally('failed')
           job.fails = job.fails + 1
           job.last_error = text
         end
@@ -47,11 +52,8 @@ for i = 2, #ARGV, 7 do
         job.reason = text
         save(job)
         add_dead(id, name, t)
-      elseif outcome == 'discard' then
-        stat('processed'); stat('failed')
-        redis.call('HDEL', P .. ':data', id)
       elseif outcome == 'reschedule' then
-        stat('processed')
+        tally('processed')
         if args ~= '' then job.args = args end
         job.run_at = t + math.max(delay, 0)
         save(job)
@@ -66,5 +68,6 @@ for i = 2, #ARGV, 7 do
     end
   end
 end
+flush_tally()
 if wake_them then wake() end
 return out

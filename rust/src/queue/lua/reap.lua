@@ -21,7 +21,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
         job.died_at = t
         job.reason = job.last_error
         save(job)
-        stat('dead')
+        tally('dead')
         add_dead(id, name, t)
       else
         job.run_at = t
@@ -32,6 +32,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
     end
   end
 end
-if reaped > 0 then stat('reaped', reaped) end
+if reaped > 0 then tally('reaped', reaped) end
+flush_tally()
 if requeued then wake() end
 return reaped
