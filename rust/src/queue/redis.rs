@@ -17,7 +17,8 @@
 //! | `{ns}:u:<key>` | string | the id holding a unique key while it waits |
 //! | `{ns}:cron:<slot>` | string | the id enqueued for a cron slot (expires after a day) |
 //! | `{ns}:pools` | hash | worker id -> heartbeat (JSON) |
-//! | `{ns}:stats` | hash | processed, failed, dead, stale_acks, reaped |
+//! | `{ns}:stats` | hash | processed, failed, dead, stale_acks, reaped, data_losses |
+//! | `{ns}:epoch` | string | made at the first heartbeat; a new one means Redis lost its data |
 //! | `{ns}:waiters`, `{ns}:wake:<id>` | zset, list | consumers waiting, one wake-up token each |
 //!
 //! Consumers wait with BLPOP on their own wake list (a connection of their own, so the shared
