@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.metadata
 import itertools
 import json
 import math
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -479,7 +482,8 @@ SETUP = {
     "huey": "RedisHuey('bench', url=...) (blocking BRPOP, pickle); task() per job (map() is the "
     "same loop); huey.create_consumer(workers=50, worker_type='thread').start()",
     "arq": "create_pool(RedisSettings.from_dsn(url)); enqueue_job per job, batch = 100 concurrent "
-    "awaits; Worker(max_jobs=50) defaults: poll_delay 0.5 s, up to 250 ids read per poll",
+    "awaits; Worker(max_jobs=50), defaults otherwise: poll_delay 0.5 s and up to 250 ids read "
+    "per poll (a ceiling near 500 jobs/s), async handlers",
     "saq": "Queue.from_url(url); queue.enqueue per job, batch = 100 concurrent awaits; "
     "Worker(queue, functions, concurrency=50) (listen/notify dequeue), async handlers",
     "rq": "Queue('default'); batch: enqueue_many(prepare_data(...)) pipelined 10,000 a call; "
@@ -546,6 +550,21 @@ def processing_result(res: dict[str, Any], t_start: float, cpu0: float, rcpu0: f
     return res
 
 
+def latency_plan(args: argparse.Namespace) -> Iterator[bool]:
+    """Per job, whether it is measured: first up to --warmup unmeasured ones (at most 2 s of
+    them: arq polls every 0.5 s), then up to --iterations measured within --latency-seconds."""
+    end = time.monotonic() + 2.0
+    for _ in range(args.warmup):
+        if time.monotonic() > end:
+            break
+        yield False
+    end = time.monotonic() + args.latency_seconds
+    for _ in range(args.iterations):
+        if time.monotonic() > end:
+            return
+        yield True
+
+
 def child_sync(c: Contender, args: argparse.Namespace) -> None:
     url, out = args.url, args.out
     if args.phase == "throughput":
@@ -587,16 +606,13 @@ def child_sync(c: Contender, args: argparse.Namespace) -> None:
             c.enqueue_one(NAMES[0])
             TALLY.done.wait()
             time.sleep(0.2)
-            deadline = time.monotonic() + args.latency_seconds
-            for i in range(args.warmup + args.iterations):
-                if time.monotonic() > deadline:
-                    break
+            for i, measured in enumerate(latency_plan(args)):
                 TALLY.reset(1)
                 t0 = clock()
                 c.enqueue_one(NAMES[i % len(NAMES)])
                 if not TALLY.done.wait(10):
                     break
-                if i >= args.warmup:
+                if measured:
                     lat.append(TALLY.started - t0)
                 time.sleep(args.gap)
             write_result(out, {"latency": lat, **c.finish()})
@@ -642,10 +658,7 @@ async def child_async(c: AsyncContender, args: argparse.Namespace) -> None:
         await TALLY.adone.wait()
         await asyncio.sleep(0.2)
         lat: list[float] = []
-        deadline = time.monotonic() + args.latency_seconds
-        for i in range(args.warmup + args.iterations):
-            if time.monotonic() > deadline:
-                break
+        for i, measured in enumerate(latency_plan(args)):
             TALLY.reset(1)
             event = TALLY.adone = asyncio.Event()
             t0 = clock()
@@ -654,7 +667,7 @@ async def child_async(c: AsyncContender, args: argparse.Namespace) -> None:
                 await asyncio.wait_for(event.wait(), 10)
             except asyncio.TimeoutError:
                 break
-            if i >= args.warmup:
+            if measured:
                 lat.append(TALLY.started - t0)
             await asyncio.sleep(args.gap)
         write_result(out, {"latency": lat})
@@ -692,10 +705,17 @@ def child_micro(args: argparse.Namespace) -> None:
         flusher.call("FLUSHALL")
         keep("ping_raw", ping_loop_raw(url, m))
         keep("ping_redis_py", ping_loop_redis_py(url, m))
+        flusher.call("CONFIG", "RESETSTAT")
         t0 = clock()
         for name in names[:m]:
             queue.enqueue(name)
-        keep("enqueue", m / (clock() - t0))
+        rate = m / (clock() - t0)
+        if rate > best.get("enqueue", 0.0):
+            # Of each call's time, how much redis-server spent running the enqueue script.
+            stats = flusher.call("INFO", "commandstats")
+            evalsha = stats.split("cmdstat_evalsha:")[1].split()[0]
+            best["enqueue_redis_us"] = float(evalsha.split("usec_per_call=")[1].split(",")[0])
+        keep("enqueue", rate)
         flusher.call("FLUSHALL")
         t0 = clock()
         queue.enqueue_many(pairs)
@@ -780,6 +800,13 @@ def installed(peer: str) -> bool:
     return True
 
 
+def version_of(peer: str) -> str:
+    try:
+        return importlib.metadata.version(peer.split("-")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
 def fmt_rate(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -815,7 +842,7 @@ def main() -> None:
     args.one_jobs = args.one_jobs or (2_000 if quick else 10_000)
     args.iterations = args.iterations or (200 if quick else 1_000)
     args.latency_seconds = args.latency_seconds or (5.0 if quick else 20.0)
-    args.timeout = args.timeout or (120.0 if quick else 300.0)
+    args.timeout = args.timeout or (120.0 if quick else 420.0)
     if args.child:
         child_main(args)
         return
@@ -995,6 +1022,11 @@ def report(args: argparse.Namespace, server: RedisServer, rows: dict[str, dict[s
             print(goal_line(
                 f"single enqueue {one:,.0f}/s = {one / ping:.2f}x the raw-socket PING loop "
                 f"({ping:,.0f}/s) (goal >= 0.8x)", one / ping >= 0.8))  # fmt: skip
+            if micro.get("enqueue_redis_us"):
+                print(
+                    f"      (per call {1e6 / one:.1f} us, of which redis-server ran the enqueue "
+                    f"script {micro['enqueue_redis_us']:.1f} us; a PING {1e6 / ping:.1f} us)"
+                )
             if micro.get("ping_redis_py"):
                 print(f"      ({one / micro['ping_redis_py']:.2f}x the redis-py PING loop, "
                       f"{micro['ping_redis_py']:,.0f}/s)")  # fmt: skip
@@ -1015,9 +1047,15 @@ def report(args: argparse.Namespace, server: RedisServer, rows: dict[str, dict[s
     print("\nsetups:")
     for peer in CONTENDERS:
         if peer in rows or peer in notes:
-            print(f"  {peer:<16} {SETUP[peer]}")
+            print(f"  {peer:<16} {version_of(peer):<7} {SETUP[peer]}")
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main()
+    if "--child" in sys.argv:
+        # The child runs from this file imported by name, so rq finds the handlers as
+        # bench_queue.noop_N (it refuses functions of __main__).
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        importlib.import_module("bench_queue").main()
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            main()
