@@ -883,6 +883,7 @@ def main() -> None:
                         break
                 else:
                     row.update(result)
+                row.setdefault("load", os.getloadavg()[0])  # after its throughput run
             rows[peer] = row
         if "workhorse" not in skip:
             print("  running workhorse enqueue paths ...", file=sys.stderr, flush=True)
@@ -899,6 +900,7 @@ def main() -> None:
                     notes["workhorse memory://"] = f"{phase}: {problem}"
                 else:
                     row.update(result)
+                row.setdefault("load", os.getloadavg()[0])
             rows["workhorse memory://"] = row
     finally:
         server.stop()
@@ -925,11 +927,11 @@ def report(args: argparse.Namespace, server: RedisServer, rows: dict[str, dict[s
         f"{min(args.one_jobs, n // 2):,} jobs one call at a time; batch: the rest with the "
         "peer's batch path; processed/s: first handler start -> last handler end; incl. start: "
         "from the worker's start call; CPU: the worker process and redis-server while "
-        "processing)"
+        "processing; load 1m: the load average after that contender's run)"
     )
     head = (
         f"  {'contender':<20} {'enqueue one/s':>13} {'batch/s':>10} {'processed/s':>12} "
-        f"{'incl. start':>12} {'worker CPU s':>12} {'redis CPU s':>11}"
+        f"{'incl. start':>12} {'worker CPU s':>12} {'redis CPU s':>11} {'load 1m':>8}"
     )
     print(head)
     rates: dict[str, dict[str, float]] = {}
@@ -945,7 +947,7 @@ def report(args: argparse.Namespace, server: RedisServer, rows: dict[str, dict[s
         rcpu = "-" if r.get("redis_cpu_s") is None else f"{r['redis_cpu_s']:.2f}"
         print(
             f"  {peer:<20} {fmt_rate(one):>13} {fmt_rate(batch):>10} {fmt_rate(proc):>12} "
-            f"{fmt_rate(incl):>12} {r['cpu_s']:>12.2f} {rcpu:>11}"
+            f"{fmt_rate(incl):>12} {r['cpu_s']:>12.2f} {rcpu:>11} {r['load']:>8.2f}"
         )
     for peer, note in notes.items():
         print(f"  {peer:<20} {note}")
@@ -1003,7 +1005,7 @@ def report(args: argparse.Namespace, server: RedisServer, rows: dict[str, dict[s
                 cells.append(f"{base[k] / v:.2f}x" if v and k in base else "-")
             p = "-"
             if peer in lat and "workhorse" in lat and lat["workhorse"][0] > 0:
-                p = f"{lat['workhorse'][0] / lat[peer][0]:.2f}x"
+                p = f"{lat['workhorse'][0] / lat[peer][0]:.2g}x"
             print(
                 f"  {peer:<12} {cells[0]:>12} {cells[1]:>9} {cells[2]:>10} {cells[3]:>12} {p:>12}"
             )
