@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -172,5 +173,143 @@ def test_jobs_all_complete_while_connections_are_killed(tmp_path: Path):
         stats = queue.client.stats()
         duplicates = len(done) - len(set(done))
         assert duplicates <= stats["stale_acks"] + stats["reaped"], (duplicates, stats)
+    finally:
+        server.kill()
+
+
+def test_a_handler_holding_the_gil_past_its_lease_keeps_its_lease(redis_server):
+    # RELIABILITY.md row 7: leases are renewed from tokio, which never waits for the GIL, so a
+    # handler stuck in a C call that holds it for several leases is not taken for dead.
+    import re
+
+    lease = 0.5
+    n, took = 20, 0.0
+    while took < 0.05:  # calibrate the catastrophic regex: each extra "a" doubles its time
+        t = time.monotonic()
+        re.match(r"(a+)+$", "a" * n + "b")
+        took = time.monotonic() - t
+        n += 1
+    while took < 3 * lease:
+        n += 1
+        took *= 2
+    queue = wh.Queue.from_url(
+        redis_server.url, namespace=f"gil{time.monotonic_ns()}", lease=lease, reaper_interval=0.1
+    )
+    worker = wh.Worker(concurrency=1, queue=queue)
+    runs: list[float] = []
+
+    @worker.handler("stuck")
+    def stuck(job):
+        t = time.monotonic()
+        re.match(r"(a+)+$", "a" * n + "b")  # one C call, the GIL held throughout
+        runs.append(time.monotonic() - t)
+
+    queue.enqueue("stuck")
+    assert worker.drain(60)
+    worker.stop(5)
+    assert len(runs) == 1 and runs[0] >= 2 * lease, runs
+    stats = queue.client.stats()
+    assert stats["reaped"] == 0 and stats["stale_acks"] == 0, stats
+    assert stats["processed"] == 1
+
+
+def test_a_worker_that_cannot_renew_cancels_its_job_before_the_lease_ends(tmp_path: Path):
+    # RELIABILITY.md row 11: Redis paused for longer than the lease. The worker cannot renew, so
+    # it cancels the run itself before the lease runs out; afterwards the job is recovered.
+    server = Redis(tmp_path, aof=False)
+    try:
+        lease = 2.0  # cancelled at about 2/3 of it: a third of a lease of slack for a busy machine
+        queue = wh.Queue.from_url(server.url, namespace="pause", lease=lease, reaper_interval=0.2)
+        worker = wh.Worker(concurrency=1, queue=queue)
+        started = threading.Event()
+        seen: list[tuple[str, float]] = []
+
+        @worker.handler("long", max_fails=5)
+        def long(job):
+            if job.fails:  # the re-run after the pause
+                seen.append(("rerun", time.monotonic()))
+                return
+            started.set()
+            job.ctx.wait_cancelled(10)
+            seen.append(("cancelled", time.monotonic()))
+
+        queue.enqueue("long")
+        worker.start()
+        assert started.wait(10)
+        time.sleep(0.05)
+        paused_at = time.monotonic()
+        command(server.port, "CLIENT", "PAUSE", str(int(2.5 * lease * 1000)), "ALL")
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not any(k == "rerun" for k, _ in seen):
+            time.sleep(0.05)
+        worker.stop(5)
+        kinds = [k for k, _ in seen]
+        assert kinds[:1] == ["cancelled"] and "rerun" in kinds, seen
+        cancelled_after = seen[0][1] - paused_at
+        # The last renewal was at most L/3 before the pause: cancelled before the lease ended.
+        assert cancelled_after < lease, cancelled_after
+    finally:
+        server.kill()
+
+
+def test_a_job_that_kills_its_worker_every_time_ends_dead(redis_server, tmp_path: Path):
+    # RELIABILITY.md row 15: a poison job (os._exit in the handler). Each lost run counts as a
+    # failure, so after max_fails the reaper sends it to the dead set instead of looping.
+    ns = f"poison{time.monotonic_ns()}"
+    script = tmp_path / "poison.py"
+    script.write_text(
+        "import os, sys, time, workhorse as wh\n"
+        f"q = wh.Queue.from_url({redis_server.url!r}, namespace={ns!r}, lease=0.5,"
+        " reaper_interval=0.1)\n"
+        "w = wh.Worker(concurrency=1, queue=q)\n"
+        "w.register('ok', lambda job: None)\n"
+        "@w.handler('poison', max_fails=2)\n"
+        "def poison(job):\n"
+        "    os._exit(137)\n"
+        "w.start()\n"
+        "time.sleep(3)\n"
+        "w.stop(1)\n"
+    )
+    queue = wh.Queue.from_url(redis_server.url, namespace=ns)
+    job = queue.enqueue("poison")
+    queue.enqueue("ok")
+    exits = []
+    end = time.monotonic() + 40
+    while time.monotonic() < end and not queue.client.dead_jobs().total:
+        proc = subprocess.run([sys.executable, str(script)], timeout=30, capture_output=True)
+        exits.append(proc.returncode)
+    (dead,) = queue.client.dead_jobs().jobs
+    assert dead.id == job.id and dead.fails == 2, dead
+    assert "worker" in (dead.reason or ""), dead.reason
+    assert 137 in exits
+    assert queue.client.stats()["processed"] >= 1  # the other job ran
+
+
+def test_a_redis_that_lost_its_data_is_detected_counted_and_workers_go_on(tmp_path: Path, capfd):
+    # RELIABILITY.md row 9: restarted without persistence. The epoch key is gone: the loss is
+    # logged and counted (at the next heartbeat, within 5 s), and the workers keep working.
+    server = Redis(tmp_path, aof=False)
+    try:
+        queue = wh.Queue.from_url(server.url, namespace="epoch", lease=2.0, reaper_interval=0.2)
+        worker = wh.Worker(concurrency=2, queue=queue)
+        done: list[int] = []
+        worker.register("job", lambda j: done.append(j.args["i"]))
+        queue.enqueue("job", {"i": 1})
+        assert worker.drain(10) and done == [1]
+        server.kill()
+        server.start()
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                if queue.client.stats()["data_losses"] == 1:
+                    break
+            except wh.QueueError:
+                pass
+            time.sleep(0.1)
+        assert queue.client.stats()["data_losses"] == 1
+        queue.enqueue("job", {"i": 2})
+        assert worker.drain(10) and done == [1, 2]
+        worker.stop(5)
+        assert "Redis lost its data" in capfd.readouterr().err
     finally:
         server.kill()

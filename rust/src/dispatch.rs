@@ -96,6 +96,9 @@ struct State {
     limit: usize,
     in_flight: usize,
     closed: bool,
+    /// Queue consumer loops still running: after `close` they flush the last acks, and a stop
+    /// is not over until they have.
+    consumers: usize,
     due: VecDeque<Ready>,
     ready: [VecDeque<Ready>; 2],
     waiting: [usize; 2],
@@ -139,6 +142,7 @@ impl Inner {
                 limit,
                 in_flight: 0,
                 closed: false,
+                consumers: 0,
                 due: VecDeque::new(),
                 ready: [VecDeque::new(), VecDeque::new()],
                 waiting: [0, 0],
@@ -156,6 +160,13 @@ impl Inner {
             lost: Mutex::new(Vec::new()),
             lost_cv: Condvar::new(),
         })
+    }
+
+    /// A queue consumer loop ended (its last acks are with the backend).
+    pub(crate) fn consumer_done(&self) {
+        let mut st = self.state.lock();
+        st.consumers = st.consumers.saturating_sub(1);
+        self.idle.notify_all();
     }
 
     /// A consumer lost the lease of a run it held: its result will be refused, so Python
@@ -673,6 +684,7 @@ impl Dispatcher {
         {
             let mut st = self.inner.state.lock();
             check_key_free(&st, key)?;
+            st.consumers += 1;
             st.entries.insert(
                 key,
                 Entry {
@@ -973,7 +985,9 @@ impl Dispatcher {
                 let end = until.map_or(slice, |u| u.min(slice));
                 let mut st = inner.state.lock();
                 let busy = |st: &State| {
-                    st.in_flight > 0 || !st.due.is_empty() || (st.closed && !st.entries.is_empty())
+                    st.in_flight > 0
+                        || !st.due.is_empty()
+                        || (st.closed && (!st.entries.is_empty() || st.consumers > 0))
                 };
                 while busy(&st) {
                     if inner.idle.wait_until(&mut st, end).timed_out() {

@@ -24,7 +24,7 @@ __all__ = ["QueueCollector", "register_queue_collector"]
 
 logger = logging.getLogger("workhorse")
 _STATES = ("ready", "scheduled", "retry", "dead", "running")
-_COUNTERS = ("processed", "failed", "dead", "stale_acks", "reaped")
+_COUNTERS = ("processed", "failed", "dead", "stale_acks", "reaped", "data_losses")
 
 
 class QueueCollector:

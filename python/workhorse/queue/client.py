@@ -131,14 +131,16 @@ class Client:
         self._core.set_paused(_check_name(name), False)
 
     def stats(self) -> dict[str, Any]:
-        """Counters of the whole queue: processed, failed, dead, stale_acks (refused), reaped."""
-        processed, failed, dead, stale_acks, reaped = self._core.stats()
+        """Counters of the whole queue: processed, failed, dead, stale_acks (refused), reaped,
+        data_losses (times Redis was found to have lost its data)."""
+        processed, failed, dead, stale_acks, reaped, data_losses = self._core.stats()
         return {
             "processed": processed,
             "failed": failed,
             "dead": dead,
             "stale_acks": stale_acks,
             "reaped": reaped,
+            "data_losses": data_losses,
         }
 
 

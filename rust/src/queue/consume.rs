@@ -8,6 +8,7 @@
 use super::{Ack, Claim, Outcome, Pool, Store, Wanted};
 use crate::dispatch::Inner;
 use crate::runtime::handle;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,13 +40,14 @@ pub(crate) fn spawn(
     wake: Arc<Notify>,
 ) {
     let runtime = handle();
-    let task = runtime.spawn(run(inner, key, consumer, acks, wake));
+    let task = runtime.spawn(run(inner.clone(), key, consumer, acks, wake));
     runtime.spawn(async move {
         if let Err(err) = task.await {
             if err.is_panic() {
                 crate::errors::report_panic("queue consumer", err.into_panic().as_ref());
             }
         }
+        inner.consumer_done();
     });
 }
 
@@ -57,17 +59,23 @@ async fn run(
     wake: Arc<Notify>,
 ) {
     let mut waiter = c.store.waiter();
-    // Claims handed to the dispatcher and not yet acked: their leases are renewed.
-    let mut held: HashMap<String, Held> = HashMap::new();
+    // Claims handed to the dispatcher and not yet acked: their leases are renewed by a task of
+    // their own, so a backend call of this loop that hangs (Redis paused) never delays them.
+    let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
+    let renewer = handle().spawn(renew_loop(
+        inner.clone(),
+        c.store.clone(),
+        c.lease,
+        held.clone(),
+    ));
     let mut pending: Vec<Ack> = Vec::new();
-    let lease_every = Duration::from_secs_f64((c.lease / 3.0).clamp(0.01, 60.0));
     let reap_every = Duration::from_secs_f64(c.reaper_interval.clamp(0.01, 3600.0));
-    let mut next_renew = Instant::now() + lease_every;
     // Reapers of several processes spread out instead of all looking at once.
     let mut next_reap = Instant::now() + reap_every.mul_f64(fastrand::f64());
     let mut next_beat = Instant::now();
     let mut backoff = ERROR_BACKOFF.0;
     let mut acks_open = true;
+    let mut stopping_since: Option<Instant> = None;
     loop {
         // Finished runs first: they free room and end leases.
         while let Ok(ack) = acks.try_recv() {
@@ -76,6 +84,7 @@ async fn run(
         if !pending.is_empty() {
             match c.store.finish(pending.clone()).await {
                 Ok(results) => {
+                    let mut held = held.lock();
                     for (ack, fresh) in pending.drain(..).zip(results) {
                         held.remove(&ack.id);
                         if !fresh {
@@ -89,6 +98,20 @@ async fn run(
                     backoff = ERROR_BACKOFF.0;
                 }
                 Err(err) => {
+                    if inner.queue_room(key).is_none() && !acks_open {
+                        // Stopping, and the backend does not answer: give up after a lease
+                        // (by then the reaper hands those jobs on anyway) rather than hang.
+                        let since = *stopping_since.get_or_insert_with(Instant::now);
+                        if since.elapsed().as_secs_f64() >= c.lease {
+                            eprintln!(
+                                "workhorse: could not ack {} jobs before stopping ({err:?}); \
+                                 they will run again once their lease expires",
+                                pending.len()
+                            );
+                            pending.clear();
+                            break;
+                        }
+                    }
                     eprintln!(
                         "workhorse: acking {} jobs failed, retrying: {err:?}",
                         pending.len()
@@ -103,20 +126,13 @@ async fn run(
             let _ = c.store.heartbeat(c.pool.clone(), true).await;
             next_beat = now + HEARTBEAT;
         }
-        if now >= next_renew {
-            for (id, token) in renew(&c, &mut held).await {
-                inner.lease_lost(id, token);
-            }
-            next_renew = Instant::now() + lease_every;
-        }
         if now >= next_reap {
             if let Err(err) = c.store.reap().await {
                 eprintln!("workhorse: reaping expired leases failed: {err:?}");
             }
             next_reap = Instant::now() + reap_every;
         }
-        let until_periodic = next_renew
-            .min(next_reap)
+        let until_periodic = next_reap
             .min(next_beat)
             .saturating_duration_since(Instant::now())
             .as_secs_f64();
@@ -165,8 +181,9 @@ async fn run(
                     }
                     continue;
                 }
+                let mut held_now = held.lock();
                 for claim in &claims {
-                    held.insert(
+                    held_now.insert(
                         claim.job.id.clone(),
                         Held {
                             name: claim.job.name.clone(),
@@ -175,6 +192,7 @@ async fn run(
                         },
                     );
                 }
+                drop(held_now);
                 if let Err(back) = inner.claimed(key, claims) {
                     // Stopped while claiming: back to the queue, unattempted.
                     pending.extend(back.into_iter().map(release));
@@ -182,7 +200,30 @@ async fn run(
             }
         }
     }
-    let _ = c.store.heartbeat(c.pool.clone(), false).await;
+    renewer.abort();
+    // Leave the pool list; a backend that does not answer does not hold up the stop.
+    let goodbye = c.store.heartbeat(c.pool.clone(), false);
+    let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+}
+
+/// Renew the leases of the runs held every lease / 3, each round started on time whatever the
+/// last one took; runs whose lease was lost are reported to the dispatcher (Python cancels them).
+async fn renew_loop(
+    inner: Arc<Inner>,
+    store: Store,
+    lease: f64,
+    held: Arc<Mutex<HashMap<String, Held>>>,
+) {
+    let every = Duration::from_secs_f64((lease / 3.0).clamp(0.01, 60.0));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is at once: nothing is held yet
+    loop {
+        tick.tick().await;
+        for (id, token) in renew(&store, lease, &held).await {
+            inner.lease_lost(id, token);
+        }
+    }
 }
 
 fn release(claim: Claim) -> Ack {
@@ -203,38 +244,52 @@ struct Held {
 }
 
 /// Renew the leases of the runs held; returns the runs whose lease was lost: refused by the
-/// backend, or not renewed for 60% of the lease (the backend unreachable), so they are
-/// cancelled before another worker may take them.
-async fn renew(c: &Consumer, held: &mut HashMap<String, Held>) -> Vec<(String, u64)> {
+/// backend, or not renewed for 60% of the lease (the backend unreachable or stalled), so they
+/// are cancelled before another worker may take them.
+async fn renew(
+    store: &Store,
+    lease: f64,
+    held: &Mutex<HashMap<String, Held>>,
+) -> Vec<(String, u64)> {
     let mut lost = Vec::new();
-    if held.is_empty() {
-        return lost;
-    }
     let runs: Vec<(String, String, u64)> = held
+        .lock()
         .iter()
         .map(|(id, h)| (id.clone(), h.name.clone(), h.token))
         .collect();
+    if runs.is_empty() {
+        return lost;
+    }
     let now = Instant::now();
-    match c.store.renew(&runs, c.lease).await {
+    // A renewal that does not answer within a third of the lease (Redis paused, a half-open
+    // connection) counts as failed, so the check below still runs in time.
+    let patience = Duration::from_secs_f64((lease / 3.0).max(0.01));
+    let renewed = match tokio::time::timeout(patience, store.renew(&runs, lease)).await {
+        Ok(renewed) => renewed,
+        Err(_) => Err(crate::errors::Error::Backend(
+            "lease renewal timed out".into(),
+        )),
+    };
+    let mut held = held.lock();
+    match renewed {
         Ok(kept) => {
             for ((id, _, token), kept) in runs.into_iter().zip(kept) {
                 if kept {
                     if let Some(h) = held.get_mut(&id) {
                         h.renewed = now;
                     }
-                } else {
+                } else if held.remove(&id).is_some() {
                     eprintln!(
                         "workhorse: the lease of job {id} (attempt {token}) was lost; the run is \
                          cancelled and its result will be refused"
                     );
-                    held.remove(&id);
                     lost.push((id, token));
                 }
             }
         }
         Err(err) => {
             eprintln!("workhorse: renewing {} leases failed: {err:?}", runs.len());
-            let limit = Duration::from_secs_f64(c.lease * 0.6);
+            let limit = Duration::from_secs_f64(lease * 0.6);
             held.retain(|id, h| {
                 let expiring = now.duration_since(h.renewed) >= limit;
                 if expiring {

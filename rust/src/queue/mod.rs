@@ -164,6 +164,8 @@ pub(crate) struct Stats {
     pub dead: u64,
     pub stale_acks: u64,
     pub reaped: u64,
+    /// Times Redis was found to have lost its data (a new epoch key).
+    pub data_losses: u64,
 }
 
 /// What a consumer waits on for new work, per backend.

@@ -297,11 +297,18 @@ impl QueueCore {
             .collect())
     }
 
-    /// (processed, failed, dead, stale_acks, reaped)
-    fn stats(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64, u64)> {
+    /// (processed, failed, dead, stale_acks, reaped, data_losses)
+    fn stats(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64, u64, u64)> {
         let store = self.store.clone();
         let s = block(py, async move { store.stats().await })?;
-        Ok((s.processed, s.failed, s.dead, s.stale_acks, s.reaped))
+        Ok((
+            s.processed,
+            s.failed,
+            s.dead,
+            s.stale_acks,
+            s.reaped,
+            s.data_losses,
+        ))
     }
 
     /// Enqueue `name` with `args` (JSON) once per slot of the cron `spec`, from now until the

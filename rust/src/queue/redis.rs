@@ -72,6 +72,9 @@ pub(crate) struct RedisStore {
     /// `{namespace}`: the hash tag every key starts with.
     prefix: String,
     scripts: Scripts,
+    /// The `{ns}:epoch` value seen at the last heartbeat: a different one means Redis lost its
+    /// data in between.
+    epoch: parking_lot::Mutex<Option<String>>,
 }
 
 /// A consumer's wake-up list and its own connection for BLPOP.
@@ -138,6 +141,7 @@ impl RedisStore {
             con,
             prefix: format!("{{{namespace}}}"),
             scripts: Scripts::new(),
+            epoch: parking_lot::Mutex::new(None),
         })
     }
 
@@ -377,9 +381,17 @@ impl RedisStore {
         } else {
             String::new()
         };
-        let _: i64 = self
-            .client_call(&["heartbeat", &pool.worker_id, &json])
+        let seen = self.epoch.lock().clone().unwrap_or_default();
+        let epoch: String = self
+            .client_call(&["heartbeat", &pool.worker_id, &json, &seen])
             .await?;
+        if !seen.is_empty() && epoch != seen {
+            eprintln!(
+                "workhorse: Redis lost its data (its epoch key is new: restarted without \
+                 persistence, or flushed); jobs enqueued before are gone"
+            );
+        }
+        *self.epoch.lock() = Some(epoch);
         Ok(())
     }
 
@@ -490,7 +502,14 @@ impl RedisStore {
         let mut con = self.con.clone();
         let fields: Vec<Option<u64>> = redis::cmd("HMGET")
             .arg(self.key("stats"))
-            .arg(&["processed", "failed", "dead", "stale_acks", "reaped"])
+            .arg(&[
+                "processed",
+                "failed",
+                "dead",
+                "stale_acks",
+                "reaped",
+                "data_losses",
+            ])
             .query_async(&mut con)
             .await
             .map_err(backend)?;
@@ -501,6 +520,7 @@ impl RedisStore {
             dead: f(2),
             stale_acks: f(3),
             reaped: f(4),
+            data_losses: f(5),
         })
     }
 }

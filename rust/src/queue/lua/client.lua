@@ -117,7 +117,10 @@ elseif cmd == 'paused' then
   end
   return 1
 elseif cmd == 'heartbeat' then
-  -- ARGV: worker id, pool JSON or "" to leave.
+  -- ARGV: worker id, pool JSON or "" to leave, the epoch this worker saw last or "".
+  -- Answers the current epoch. An epoch key that is gone means Redis lost its data (restarted
+  -- without persistence, flushed): a new one is made, and the loss counted once, by the first
+  -- worker that had seen the old one.
   if ARGV[4] == '' then
     redis.call('HDEL', P .. ':pools', ARGV[3])
   else
@@ -125,7 +128,13 @@ elseif cmd == 'heartbeat' then
     pool.heartbeat_at = t
     redis.call('HSET', P .. ':pools', ARGV[3], cjson.encode(pool))
   end
-  return 1
+  local epoch = redis.call('GET', P .. ':epoch')
+  if not epoch then
+    epoch = tostring(t) .. ':' .. ARGV[3]
+    redis.call('SET', P .. ':epoch', epoch)
+    if ARGV[5] ~= '' then stat('data_losses') end
+  end
+  return epoch
 elseif cmd == 'pools' then
   -- Pools whose heartbeat is under a minute old (older ones are gone and removed).
   local out = {}
