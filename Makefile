@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-rust test-python lint format mypy wheel bench bench-queue all
+.PHONY: install build-dev demo test test-rust test-python lint format wheel sdist bench bench-queue all
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q "maturin>=1.7,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
+	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
 		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
 
 build-dev: install
@@ -28,18 +28,48 @@ test-python: build-dev
 
 test: test-rust test-python
 
-lint: install
+# stubtest compares _core.pyi with the compiled module, so lint builds it first. The win32 pass
+# keeps POSIX-only calls (os.register_at_fork) behind platform checks for the Windows wheel.
+lint: build-dev
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy --strict python/workhorse
+	$(VENV)/bin/mypy --strict --platform win32 python/workhorse
+	$(PY) -m mypy.stubtest workhorse._core
 
 format: install
 	cargo fmt
 	$(VENV)/bin/ruff check --fix python tests benches
 
+# Wheels as PyPI gets them: abi3 for CPython >= 3.10, manylinux2014 (glibc >= 2.17, linked by
+# zig against glibc 2.17's symbols), with the dist profile that pyproject.toml names (fat LTO, one
+# codegen unit, stripped). x86_64 and aarch64: a target other than the host's is cross-compiled
+# where rustup can add its standard library. auditwheel must confirm manylinux_2_17 for each.
+WHEEL_TARGETS := x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+
 wheel: install
-	$(VENV)/bin/maturin build --release --out dist
+	$(PY) -m pip install -q "ziglang>=0.17,<0.18" "auditwheel>=6.1,<7"
+	rm -f dist/workhorse-*.whl
+	host=$$(rustc -vV | sed -n 's/^host: //p'); \
+	for target in $(WHEEL_TARGETS); do \
+		if [ "$$target" != "$$host" ] && ! rustup target add "$$target"; then \
+			echo "make wheel: no $$target wheel: rustup could not add its standard library"; \
+			continue; \
+		fi; \
+		PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --zig \
+			--compatibility manylinux2014 --target "$$target" --out dist || exit 1; \
+	done
+	for whl in dist/workhorse-*.whl; do \
+		shown=$$($(VENV)/bin/auditwheel show "$$whl") && echo "$$shown" && \
+		echo "$$shown" | grep -q '"manylinux_2_17_' || exit 1; \
+	done
+	ls -l dist/workhorse-*.whl
+
+# The source distribution: `pip install` builds it with maturin and a Rust toolchain.
+sdist: install
+	rm -f dist/workhorse-*.tar.gz
+	$(VENV)/bin/maturin sdist --out dist
 
 bench: build-dev
 	$(PY) -m pip install -q "apscheduler>=3.10,<4"

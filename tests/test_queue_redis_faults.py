@@ -226,7 +226,7 @@ def test_a_worker_that_cannot_renew_cancels_its_job_before_the_lease_ends(tmp_pa
 
         @worker.handler("long", max_fails=5)
         def long(job):
-            if job.fails:  # the re-run after the pause
+            if seen:  # the re-run after the pause
                 seen.append(("rerun", time.monotonic()))
                 return
             started.set()

@@ -14,6 +14,7 @@ with worker:
 
 from __future__ import annotations
 
+from workhorse import _core
 from workhorse.adapters.keys import REQUEST_ID, REQUEST_SIZE, RESPONSE_SIZE
 from workhorse.concurrent import ConcurrentJob, PerformWith
 from workhorse.errors import (
@@ -44,7 +45,7 @@ from workhorse.sources import Channel
 from workhorse.status import Status
 from workhorse.worker import Worker
 
-__version__ = "0.1.0"
+__version__: str = _core.__version__
 
 __all__ = [
     "REQUEST_ID",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -31,7 +32,8 @@ def _after_fork_in_child() -> None:
     _done_cond = threading.Condition()  # another thread may have held it at the fork
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Execution:

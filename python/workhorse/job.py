@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy as _copy
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -34,7 +35,8 @@ def _after_fork_in_child() -> None:
     _cancel_cond = threading.Condition()  # another thread may have held it at the fork
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Session:

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -90,7 +91,8 @@ def _after_fork_in_child() -> None:
             _workers.discard(worker)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
@@ -353,7 +355,7 @@ class Worker:
                 queue._core,
                 self.worker_id,
                 wanted,
-                2 * self.concurrency,
+                self.concurrency,  # claims fill free slots only: a claimed job starts at once
                 is_async,
                 self.concurrency,
             )
@@ -379,6 +381,7 @@ class Worker:
                 self.logger.warning(
                     "%s: lost the lease of job %s (%s); cancelling it", self.name, job_id, job.name
                 )
+                job._lease_lost = True  # its outcome is a release, whatever the handler returns
                 ctx = job._ctx
                 if ctx is not None:
                     ctx.cancel()
@@ -984,7 +987,10 @@ class Worker:
         try:
             if ctx is not None:
                 status = ctx.status
-                released = self._grace_over and ctx._cancelled
+                # Cancelled past the grace at stop, or because its lease was lost: the work was
+                # cut short, so the job goes back (an ack the backend refuses if another worker
+                # took it meanwhile).
+                released = job._lease_lost or (self._grace_over and ctx._cancelled)
                 outcome = outcome_of(job, ctx, options, released)
         finally:
             self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)

@@ -13,7 +13,7 @@ mod timers;
 
 use pyo3::prelude::*;
 
-/// time.monotonic() as the core sees it (CLOCK_MONOTONIC), in seconds.
+/// time.monotonic() as the core reads it (runtime.rs `now_ns`), in seconds.
 #[pyfunction]
 fn monotonic() -> f64 {
     runtime::ns_to_secs(runtime::now_ns())
@@ -45,5 +45,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", py.get_type::<errors::CoreError>())?;
     m.add("ChannelClosed", py.get_type::<errors::ChannelClosed>())?;
     m.add("QueueError", py.get_type::<errors::QueueError>())?;
+    // The package's version is the crate's: maturin writes the same into the wheel's metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -54,15 +54,46 @@ pub(crate) fn shutdown() {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock behind Python's `time.monotonic()`.
+/// The clock behind Python's `time.monotonic()`, in nanoseconds: CLOCK_MONOTONIC on Linux and
+/// the other Unixes, CLOCK_UPTIME_RAW (`mach_absolute_time`) on macOS, where CLOCK_MONOTONIC also
+/// counts the time asleep and so drifts from Python's clock, and QueryPerformanceCounter on
+/// Windows, as Python >= 3.13 does (older versions read GetTickCount64, a coarser clock that
+/// need not agree with it to the millisecond).
+#[cfg(unix)]
 pub(crate) fn now_ns() -> u64 {
+    #[cfg(target_vendor = "apple")]
+    const CLOCK: libc::clockid_t = libc::CLOCK_UPTIME_RAW;
+    #[cfg(not(target_vendor = "apple"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock exists on every Unix we
+    // build for.
+    unsafe { libc::clock_gettime(CLOCK, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(windows)]
+pub(crate) fn now_ns() -> u64 {
+    use std::sync::OnceLock;
+    use windows_sys::Win32::System::Performance::{
+        QueryPerformanceCounter, QueryPerformanceFrequency,
+    };
+    static FREQUENCY: OnceLock<u64> = OnceLock::new();
+    let frequency = *FREQUENCY.get_or_init(|| {
+        let mut f = 0i64;
+        // SAFETY: writes into the i64 we own; never fails on Windows XP and later.
+        unsafe { QueryPerformanceFrequency(&mut f) };
+        f.max(1) as u64
+    });
+    let mut counter = 0i64;
+    // SAFETY: as above.
+    unsafe { QueryPerformanceCounter(&mut counter) };
+    // Split so that counter * 1e9 cannot overflow u64 within the machine's uptime.
+    let counter = counter as u64;
+    (counter / frequency) * 1_000_000_000 + (counter % frequency) * 1_000_000_000 / frequency
 }
 
 /// Seconds to nanoseconds, saturating: a time centuries away becomes `u64::MAX` (never), which

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -27,7 +28,8 @@ def _reseed() -> None:
     _counter = itertools.count(1)
 
 
-os.register_at_fork(after_in_child=_reseed)
+if sys.platform != "win32":  # no fork on Windows
+    os.register_at_fork(after_in_child=_reseed)
 
 
 # The request id of the execution running in this thread or task: a job it enqueues carries it.

@@ -77,7 +77,16 @@ class QueueJob(Job):
     """The Job a queued job's handler gets: `id` is the queue's, plus `name`, `fails` (failed
     runs before this one), `enqueued_at`, `last_error` and `checkin(message)`."""
 
-    __slots__ = ("fails", "enqueued_at", "run_at", "last_error", "meta", "_token", "_store")
+    __slots__ = (
+        "fails",
+        "enqueued_at",
+        "run_at",
+        "last_error",
+        "meta",
+        "_token",
+        "_store",
+        "_lease_lost",
+    )
 
     fails: int
     enqueued_at: float
@@ -86,6 +95,7 @@ class QueueJob(Job):
     meta: dict[str, str] | None
     _token: int
     _store: _core.QueueCore
+    _lease_lost: bool  # set by the worker when it could not renew this run's lease
 
     @property
     def name(self) -> str:
@@ -117,6 +127,7 @@ class QueueJob(Job):
         job.meta = _meta_of(meta)
         job._token = token
         job._store = store
+        job._lease_lost = False
         return job
 
     def __repr__(self) -> str:

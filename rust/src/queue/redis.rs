@@ -122,6 +122,12 @@ fn job_of(raw: &str) -> Result<(JobData, u64)> {
 impl RedisStore {
     /// Connect lazily; the first command (Queue.from_url pings) says whether Redis is there.
     pub(crate) fn open(url: &str, namespace: &str) -> Result<Self> {
+        if namespace.is_empty() {
+            // `{}` is no hash tag: the keys would spread over Redis Cluster slots.
+            return Err(Error::Invalid(
+                "a Redis queue needs a non-empty namespace".into(),
+            ));
+        }
         let client = redis::Client::open(url).map_err(|e| {
             Error::Invalid(format!(
                 "invalid Redis URL (not shown: it may hold a password): {e}"
@@ -218,7 +224,10 @@ impl RedisStore {
             .arg(slot)
             .arg(&job.id)
             .arg(&job.name)
-            .arg(&job.args);
+            .arg(&job.args)
+            .arg(job.delay)
+            .arg(job.unique_key.as_deref().unwrap_or(""))
+            .arg(job.meta.as_deref().unwrap_or(""));
         let mut con = self.con.clone();
         let won: i64 = inv.invoke_async(&mut con).await.map_err(backend)?;
         Ok(won == 1)
@@ -430,8 +439,14 @@ impl RedisStore {
         page: usize,
         per_page: usize,
     ) -> Result<(Vec<JobData>, u64)> {
-        let start = page.saturating_sub(1).saturating_mul(per_page);
-        let stop = start + per_page.max(1) - 1;
+        // Ranks stay exact in Lua's doubles; an empty page (per_page 0) still answers the total
+        // (a stop before the start).
+        const MAX_RANK: usize = 1 << 50;
+        let start = page
+            .saturating_sub(1)
+            .saturating_mul(per_page)
+            .min(MAX_RANK);
+        let stop = start.saturating_add(per_page).min(MAX_RANK) as i64 - 1;
         let flat: Vec<String> = self
             .client_call(&["page", set_name(set), &start.to_string(), &stop.to_string()])
             .await?;
@@ -545,5 +560,938 @@ fn set_name(set: JobSet) -> &'static str {
         JobSet::Scheduled => "scheduled",
         JobSet::Retry => "retry",
         JobSet::Dead => "dead",
+    }
+}
+
+/// Against a real redis-server of their own on a free loopback port (never the machine's 6379);
+/// skipped, with a note, when redis-server is not installed.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::memory::Memory;
+    use crate::queue::{Store, Waiter};
+    use std::future::Future;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    struct Server {
+        child: Child,
+        port: u16,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Server {
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+    }
+
+    fn redis_server_exe() -> Option<String> {
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([std::path::PathBuf::from("/usr/bin")])
+            .map(|dir| dir.join("redis-server"))
+            .find(|p| p.is_file())
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// A fresh redis-server (`extra` arguments added), or None when there is none to start.
+    fn server(extra: &[&str]) -> Option<Server> {
+        let Some(exe) = redis_server_exe() else {
+            eprintln!("redis-server is not installed: the Redis backend test is skipped");
+            return None;
+        };
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free loopback port");
+            let port_arg = port.to_string();
+            let mut args = vec![
+                "--port",
+                &port_arg,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                "/tmp",
+            ];
+            args.extend_from_slice(extra);
+            let child = Command::new(&exe)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting redis-server");
+            let mut srv = Server { child, port };
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                if srv.child.try_wait().ok().flatten().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                    let mut buf = [0u8; 64];
+                    if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).unwrap_or(0) > 0 {
+                        return Some(srv);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(srv.child.kill());
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn run<F: Future>(f: F) -> F::Output {
+        handle().block_on(f)
+    }
+
+    fn store(srv: &Server) -> RedisStore {
+        RedisStore::open(&srv.url(), "test").expect("open")
+    }
+
+    fn job(name: &str) -> NewJob {
+        NewJob {
+            id: crate::queue::new_id(),
+            name: name.into(),
+            args: r#"{"n":1}"#.into(),
+            delay: 0.0,
+            unique_key: None,
+            meta: None,
+        }
+    }
+
+    fn later(name: &str, delay: f64) -> NewJob {
+        NewJob { delay, ..job(name) }
+    }
+
+    fn unique(name: &str, key: &str) -> NewJob {
+        NewJob {
+            unique_key: Some(key.into()),
+            ..job(name)
+        }
+    }
+
+    fn wanted(name: &str, max_concurrency: u32, max_fails: u32) -> Vec<Wanted> {
+        vec![Wanted {
+            name: name.into(),
+            priority: 1,
+            max_concurrency,
+            max_fails,
+        }]
+    }
+
+    fn ack(c: &Claim, outcome: Outcome) -> Ack {
+        Ack {
+            id: c.job.id.clone(),
+            name: c.job.name.clone(),
+            token: c.token,
+            outcome,
+        }
+    }
+
+    async fn take(s: &RedisStore, name: &str, max: usize, lease: f64) -> Vec<Claim> {
+        s.fetch("w1", &wanted(name, 0, 4), max, lease, "")
+            .await
+            .unwrap()
+    }
+
+    async fn info(s: &RedisStore, name: &str) -> QueueInfo {
+        s.queues()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|q| q.name == name)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn enqueue_fetch_finish() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let before = s.now().await.unwrap();
+            let mut first = job("a");
+            first.meta = Some(r#"{"request_id":"r1"}"#.into());
+            let jobs = vec![first, job("a"), job("a")];
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let stored = s.enqueue(jobs).await.unwrap();
+            let stored: Vec<JobData> = stored.into_iter().map(Option::unwrap).collect();
+            assert!(stored[0].enqueued_at >= before - 0.001);
+            assert_eq!(stored[0].run_at, stored[0].enqueued_at);
+            assert_eq!(info(&s, "a").await.ready, 3);
+
+            let claims = take(&s, "a", 10, 30.0).await;
+            let got: Vec<&str> = claims.iter().map(|c| c.job.id.as_str()).collect();
+            assert_eq!(got, ids, "FIFO");
+            assert!(claims.iter().all(|c| c.token == 1 && c.job.fails == 0));
+            assert_eq!(
+                claims[0].job.meta.as_deref(),
+                Some(r#"{"request_id":"r1"}"#)
+            );
+            assert_eq!(claims[0].job.args, r#"{"n":1}"#);
+            let q = info(&s, "a").await;
+            assert_eq!((q.ready, q.running), (0, 3));
+            let busy = s.busy().await.unwrap();
+            assert_eq!(busy.len(), 3);
+            assert!(busy.iter().all(|b| b.worker_id == "w1" && b.name == "a"));
+
+            let acks = claims.iter().map(|c| ack(c, Outcome::Complete)).collect();
+            assert_eq!(s.finish(acks).await.unwrap(), vec![true; 3]);
+            let q = info(&s, "a").await;
+            assert_eq!((q.ready, q.running), (0, 0));
+            assert_eq!(s.stats().await.unwrap().processed, 3);
+            assert!(s.busy().await.unwrap().is_empty());
+            // A second ack of the same run is stale.
+            assert_eq!(
+                s.finish(vec![ack(&claims[0], Outcome::Complete)])
+                    .await
+                    .unwrap(),
+                vec![false]
+            );
+            assert_eq!(s.stats().await.unwrap().stale_acks, 1);
+        });
+    }
+
+    #[test]
+    fn big_batches_are_chunked() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let jobs: Vec<NewJob> = (0..2500).map(|_| job("bulk")).collect();
+            let stored = s.enqueue(jobs).await.unwrap();
+            assert_eq!(stored.iter().filter(|j| j.is_some()).count(), 2500);
+            assert_eq!(info(&s, "bulk").await.ready, 2500);
+            assert_eq!(take(&s, "bulk", 1000, 30.0).await.len(), 1000);
+        });
+    }
+
+    #[test]
+    fn a_reaped_run_counts_as_a_failure_and_its_late_ack_is_stale() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let j = job("a");
+            s.enqueue(vec![j.clone(), job("a")]).await.unwrap();
+            let first = take(&s, "a", 1, 0.05).await;
+            assert_eq!(s.reap().await.unwrap(), 0, "the lease still runs");
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert_eq!(s.reap().await.unwrap(), 1);
+            assert_eq!(s.stats().await.unwrap().reaped, 1);
+            // Back at the front, one failure counted.
+            let again = take(&s, "a", 1, 30.0).await;
+            assert_eq!(again[0].job.id, j.id);
+            assert_eq!(again[0].token, 2);
+            assert_eq!(again[0].job.fails, 1);
+            assert_eq!(
+                again[0].job.last_error.as_deref(),
+                Some("lease expired: the worker running it was lost")
+            );
+            // The frozen worker comes back: refused, counted; the new run is untouched.
+            let late = s.finish(vec![ack(&first[0], Outcome::Complete)]).await;
+            assert_eq!(late.unwrap(), vec![false]);
+            assert_eq!(s.stats().await.unwrap().stale_acks, 1);
+            assert!(!s.checkin(&j.id, 1, "late".into()).await.unwrap());
+            assert!(s.checkin(&j.id, 2, "fresh".into()).await.unwrap());
+            let busy = s.busy().await.unwrap();
+            assert_eq!(busy[0].checkin.as_deref(), Some("fresh"));
+            assert!(busy[0].checkin_at.is_some());
+            assert_eq!(
+                s.finish(vec![ack(&again[0], Outcome::Complete)])
+                    .await
+                    .unwrap(),
+                vec![true]
+            );
+        });
+    }
+
+    #[test]
+    fn lost_runs_end_dead_after_max_fails() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue(vec![job("a")]).await.unwrap();
+            for round in 1..=2 {
+                let c = s.fetch("w", &wanted("a", 0, 2), 1, 0.01, "").await.unwrap();
+                assert_eq!(c.len(), 1, "round {round}");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                assert_eq!(s.reap().await.unwrap(), 1);
+            }
+            let (dead, total) = s.page(JobSet::Dead, 1, 10).await.unwrap();
+            assert_eq!(total, 1);
+            assert_eq!(dead[0].fails, 2);
+            assert!(dead[0].died_at.is_some());
+            assert_eq!(
+                dead[0].reason.as_deref(),
+                Some("lease expired: the worker running it was lost")
+            );
+            let st = s.stats().await.unwrap();
+            assert_eq!((st.reaped, st.dead), (2, 1));
+            assert_eq!(info(&s, "a").await.ready, 0);
+        });
+    }
+
+    #[test]
+    fn release_goes_first_and_keeps_fails_but_not_the_token() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let (a, b) = (job("a"), job("a"));
+            s.enqueue(vec![a.clone(), b.clone()]).await.unwrap();
+            let c = take(&s, "a", 1, 30.0).await;
+            let ok = s.finish(vec![ack(&c[0], Outcome::Release)]).await;
+            assert_eq!(ok.unwrap(), vec![true]);
+            let c2 = take(&s, "a", 2, 30.0).await;
+            assert_eq!(c2[0].job.id, a.id, "released to the front");
+            assert_eq!(c2[1].job.id, b.id);
+            assert_eq!(c2[0].token, 2, "the fencing token never goes back");
+            assert_eq!(c2[0].job.fails, 0);
+            assert_eq!(s.stats().await.unwrap().processed, 0);
+        });
+    }
+
+    #[test]
+    fn unique_keys_are_held_while_waiting() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            assert!(s.enqueue(vec![unique("a", "k")]).await.unwrap()[0].is_some());
+            let twice = s
+                .enqueue(vec![unique("a", "k"), unique("a", "k")])
+                .await
+                .unwrap();
+            assert!(twice.iter().all(Option::is_none));
+            let c = take(&s, "a", 5, 30.0).await;
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].job.unique_key.as_deref(), Some("k"));
+            // Released at claim.
+            assert!(s.enqueue(vec![unique("a", "k")]).await.unwrap()[0].is_some());
+            // Released by delete.
+            let mut sched = unique("a", "k2");
+            sched.delay = 100.0;
+            let id = sched.id.clone();
+            assert!(s.enqueue(vec![sched]).await.unwrap()[0].is_some());
+            assert!(s.enqueue(vec![unique("a", "k2")]).await.unwrap()[0].is_none());
+            assert_eq!(
+                s.delete(JobSet::Scheduled, Some(id.clone())).await.unwrap(),
+                1
+            );
+            assert_eq!(s.delete(JobSet::Scheduled, Some(id)).await.unwrap(), 0);
+            assert!(s.enqueue(vec![unique("a", "k2")]).await.unwrap()[0].is_some());
+        });
+    }
+
+    #[test]
+    fn unique_enqueue_race_stores_one() {
+        let Some(srv) = server(&[]) else { return };
+        let s = Arc::new(store(&srv));
+        run(async {
+            let tries = (0..50).map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.enqueue(vec![unique("a", "same")]).await.unwrap() })
+            });
+            let mut won = 0;
+            for t in tries {
+                won += t.await.unwrap().iter().flatten().count();
+            }
+            assert_eq!(won, 1);
+            assert_eq!(info(&s, "a").await.ready, 1);
+        });
+    }
+
+    #[test]
+    fn max_concurrency_counts_runs_of_every_process() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue((0..5).map(|_| job("a")).collect()).await.unwrap();
+            let w = wanted("a", 2, 4);
+            let c = s.fetch("w1", &w, 10, 30.0, "").await.unwrap();
+            assert_eq!(c.len(), 2);
+            assert!(s.fetch("w2", &w, 10, 30.0, "").await.unwrap().is_empty());
+            s.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap();
+            assert_eq!(s.fetch("w2", &w, 10, 30.0, "").await.unwrap().len(), 1);
+            // Without a cap, the rest.
+            assert_eq!(take(&s, "a", 10, 30.0).await.len(), 2);
+        });
+    }
+
+    #[test]
+    fn paused_names_are_skipped() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue(vec![job("a"), job("b")]).await.unwrap();
+            s.set_paused("a", true).await.unwrap();
+            let both = [wanted("a", 0, 4), wanted("b", 0, 4)].concat();
+            let c = s.fetch("w", &both, 10, 30.0, "").await.unwrap();
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].job.name, "b");
+            assert!(info(&s, "a").await.paused);
+            s.set_paused("a", false).await.unwrap();
+            assert!(!info(&s, "a").await.paused);
+            assert_eq!(take(&s, "a", 10, 30.0).await.len(), 1);
+        });
+    }
+
+    #[test]
+    fn scheduled_jobs_are_promoted_when_due() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let stored = s.enqueue(vec![later("a", 0.15)]).await.unwrap();
+            let j = stored[0].clone().unwrap();
+            assert!((j.run_at - j.enqueued_at - 0.15).abs() < 1e-3);
+            assert!(take(&s, "a", 10, 30.0).await.is_empty());
+            let q = info(&s, "a").await;
+            assert_eq!((q.ready, q.scheduled), (0, 1));
+            let (page, total) = s.page(JobSet::Scheduled, 1, 10).await.unwrap();
+            assert_eq!((page[0].id.as_str(), total), (j.id.as_str(), 1));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // The client counts due jobs as ready (as memory:// does).
+            let q = info(&s, "a").await;
+            assert_eq!((q.ready, q.scheduled), (1, 0));
+            assert_eq!(take(&s, "a", 10, 30.0).await.len(), 1);
+        });
+    }
+
+    #[test]
+    fn retry_reschedule_discard_and_dead_outcomes() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue((0..4).map(|_| job("a")).collect()).await.unwrap();
+            let c = take(&s, "a", 4, 30.0).await;
+            let acks = vec![
+                ack(
+                    &c[0],
+                    Outcome::Retry {
+                        delay: 0.05,
+                        error: "boom".into(),
+                    },
+                ),
+                ack(
+                    &c[1],
+                    Outcome::Reschedule {
+                        delay: 100.0,
+                        args: Some(r#"{"n":2}"#.into()),
+                    },
+                ),
+                ack(&c[2], Outcome::Discard),
+                ack(
+                    &c[3],
+                    Outcome::Dead {
+                        reason: "bad".into(),
+                        failed: true,
+                    },
+                ),
+            ];
+            assert_eq!(s.finish(acks).await.unwrap(), vec![true; 4]);
+            let st = s.stats().await.unwrap();
+            assert_eq!((st.processed, st.failed, st.dead), (4, 3, 1));
+
+            let (retry, _) = s.page(JobSet::Retry, 1, 10).await.unwrap();
+            assert_eq!(retry[0].fails, 1);
+            assert_eq!(retry[0].last_error.as_deref(), Some("boom"));
+            let (sched, _) = s.page(JobSet::Scheduled, 1, 10).await.unwrap();
+            assert_eq!((sched[0].fails, sched[0].args.as_str()), (0, r#"{"n":2}"#));
+            let (dead, _) = s.page(JobSet::Dead, 1, 10).await.unwrap();
+            assert_eq!(dead[0].id, c[3].job.id);
+            assert_eq!(dead[0].fails, 1);
+            assert_eq!(dead[0].reason.as_deref(), Some("bad"));
+            assert!(dead[0].died_at.is_some());
+
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let again = take(&s, "a", 10, 30.0).await;
+            assert_eq!(again.len(), 1);
+            assert_eq!(
+                (again[0].job.id.as_str(), again[0].token),
+                (c[0].job.id.as_str(), 2)
+            );
+
+            // Dead back to ready with its fails reset.
+            assert_eq!(s.retry_dead(Some("nope".into())).await.unwrap(), 0);
+            assert_eq!(s.retry_dead(Some(c[0].job.id.clone())).await.unwrap(), 0);
+            assert_eq!(s.retry_dead(Some(c[3].job.id.clone())).await.unwrap(), 1);
+            let revived = take(&s, "a", 10, 30.0).await;
+            assert_eq!(revived[0].job.id, c[3].job.id);
+            assert_eq!(revived[0].job.fails, 0);
+            assert!(revived[0].job.died_at.is_none());
+            assert_eq!(s.page(JobSet::Dead, 1, 10).await.unwrap().1, 0);
+        });
+    }
+
+    #[test]
+    fn dead_set_all_operations_and_pages() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue((0..5).map(|_| job("a")).collect()).await.unwrap();
+            let c = take(&s, "a", 5, 30.0).await;
+            for claim in &c {
+                let dead = Outcome::Dead {
+                    reason: "r".into(),
+                    failed: false,
+                };
+                s.finish(vec![ack(claim, dead)]).await.unwrap();
+            }
+            let (p1, total) = s.page(JobSet::Dead, 1, 2).await.unwrap();
+            let (p3, _) = s.page(JobSet::Dead, 3, 2).await.unwrap();
+            let (p0, total0) = s.page(JobSet::Dead, 1, 0).await.unwrap();
+            assert_eq!(
+                (p1.len(), p3.len(), p0.len(), total, total0),
+                (2, 1, 0, 5, 5)
+            );
+            assert_eq!(p1[0].id, c[0].job.id, "oldest first");
+            assert_eq!(p3[0].id, c[4].job.id);
+            assert_eq!(p1[0].fails, 0, "a dead result is not a failure");
+            assert_eq!(
+                s.delete(JobSet::Dead, Some(c[0].job.id.clone()))
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(s.retry_dead(None).await.unwrap(), 4);
+            assert_eq!(info(&s, "a").await.ready, 4);
+            let c = take(&s, "a", 5, 30.0).await;
+            for claim in &c {
+                let dead = Outcome::Dead {
+                    reason: "r".into(),
+                    failed: true,
+                };
+                s.finish(vec![ack(claim, dead)]).await.unwrap();
+            }
+            assert_eq!(info(&s, "a").await.dead, 4);
+            assert_eq!(s.delete(JobSet::Dead, None).await.unwrap(), 4);
+            assert_eq!(s.page(JobSet::Dead, 1, 10).await.unwrap().1, 0);
+        });
+    }
+
+    #[test]
+    fn the_dead_set_keeps_the_newest_ten_thousand() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue((0..10_003).map(|_| job("a")).collect())
+                .await
+                .unwrap();
+            // The oldest go: the first batch died at one time, so its smallest ids.
+            let mut first: Option<String> = None;
+            loop {
+                let c = take(&s, "a", 1000, 30.0).await;
+                if c.is_empty() {
+                    break;
+                }
+                if first.is_none() {
+                    first = c.iter().map(|c| c.job.id.clone()).min();
+                }
+                let dead = c
+                    .iter()
+                    .map(|c| {
+                        ack(
+                            c,
+                            Outcome::Dead {
+                                reason: "r".into(),
+                                failed: true,
+                            },
+                        )
+                    })
+                    .collect();
+                s.finish(dead).await.unwrap();
+            }
+            assert_eq!(s.page(JobSet::Dead, 1, 1).await.unwrap().1, 10_000);
+            let mut con = s.con.clone();
+            let kept: i64 = redis::cmd("HLEN")
+                .arg(s.key("data"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(kept, 10_000, "the trimmed jobs' data is gone too");
+            assert_eq!(s.retry_dead(first).await.unwrap(), 0);
+        });
+    }
+
+    #[test]
+    fn a_cron_slot_is_enqueued_once() {
+        let Some(srv) = server(&[]) else { return };
+        let s = Arc::new(store(&srv));
+        run(async {
+            let tries = (0..10).map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.enqueue_slot("report:slot1".into(), job("r")).await })
+            });
+            let mut won = 0;
+            for t in tries {
+                won += usize::from(t.await.unwrap().unwrap());
+            }
+            assert_eq!(won, 1);
+            assert!(s
+                .enqueue_slot("report:slot2".into(), job("r"))
+                .await
+                .unwrap());
+            assert_eq!(info(&s, "r").await.ready, 2);
+        });
+    }
+
+    #[test]
+    fn renew_extends_held_leases_only() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue(vec![job("a"), job("a")]).await.unwrap();
+            let c = take(&s, "a", 2, 0.1).await;
+            let held = |c: &Claim, token| (c.job.id.clone(), c.job.name.clone(), token);
+            let kept = s
+                .renew(&[held(&c[0], 1), held(&c[1], 7)], 5.0)
+                .await
+                .unwrap();
+            assert_eq!(kept, vec![true, false]);
+            // Never shortened by a shorter renewal.
+            assert_eq!(s.renew(&[held(&c[0], 1)], 0.001).await.unwrap(), vec![true]);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(s.reap().await.unwrap(), 1, "only the run not renewed");
+            assert_eq!(s.renew(&[held(&c[1], 1)], 5.0).await.unwrap(), vec![false]);
+            let busy = s.busy().await.unwrap();
+            assert_eq!(busy.len(), 1);
+            assert_eq!(busy[0].job_id, c[0].job.id);
+        });
+    }
+
+    #[test]
+    fn pools_come_and_go() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let pool = Pool {
+                worker_id: "w1".into(),
+                pid: 42,
+                host: "h".into(),
+                names: vec!["a".into(), "b".into()],
+                concurrency: 8,
+                started_at: 1.5,
+                heartbeat_at: 0.0,
+            };
+            s.heartbeat(pool.clone(), true).await.unwrap();
+            let pools = s.pools().await.unwrap();
+            assert_eq!(pools.len(), 1);
+            assert_eq!(pools[0].names, vec!["a".to_string(), "b".to_string()]);
+            assert_eq!((pools[0].pid, pools[0].concurrency), (42, 8));
+            assert!(pools[0].heartbeat_at > 1e9);
+            s.heartbeat(pool, false).await.unwrap();
+            assert!(s.pools().await.unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn latency_is_the_oldest_ready_jobs_wait() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue(vec![job("a")]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            s.enqueue(vec![job("a")]).await.unwrap();
+            let q = info(&s, "a").await;
+            assert!((0.05..5.0).contains(&q.latency), "{}", q.latency);
+        });
+    }
+
+    /// A Store's waiter wakes on an enqueue at once, never missing one between a fetch and the
+    /// wait, and wakes for a scheduled job at its due time.
+    #[test]
+    fn waiters_wake_on_work() {
+        let Some(srv) = server(&[]) else { return };
+        let store = Store::open(&srv.url(), "wake").unwrap();
+        let want = wanted("a", 0, 4);
+        run(async {
+            let mut waiters: Vec<Waiter> = (0..3).map(|_| store.waiter()).collect();
+            for w in &mut waiters {
+                w.mark_seen();
+                assert!(store
+                    .fetch("w", &want, 1, 30.0, w)
+                    .await
+                    .unwrap()
+                    .is_empty());
+            }
+            // Enqueued after the empty fetches and before the waits: not missed.
+            store.enqueue(vec![job("a")]).await.unwrap();
+            let t0 = Instant::now();
+            for w in &mut waiters {
+                store.wait_for_work(w, 5.0).await;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t0.elapsed()
+            );
+
+            // Every waiter wakes on one enqueue.
+            for w in &mut waiters {
+                w.mark_seen();
+                let _ = store.fetch("w", &want, 10, 30.0, w).await.unwrap();
+            }
+            let t0 = Instant::now();
+            let waits = waiters
+                .into_iter()
+                .map(|mut w| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store.wait_for_work(&mut w, 5.0).await;
+                        w
+                    })
+                })
+                .collect::<Vec<_>>();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.enqueue(vec![job("a")]).await.unwrap();
+            let mut waiters = Vec::new();
+            for w in waits {
+                waiters.push(w.await.unwrap());
+            }
+            let woke = t0.elapsed();
+            assert!(woke < Duration::from_millis(500), "{woke:?}");
+
+            // A scheduled job due before anything else wakes the waiter, which then sleeps
+            // until it is due.
+            let w = &mut waiters[0];
+            w.mark_seen();
+            let _ = store.fetch("w", &want, 10, 30.0, w).await.unwrap();
+            let store2 = store.clone();
+            let enqueue = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                store2.enqueue(vec![later("a", 0.2)]).await.unwrap();
+                Instant::now() + Duration::from_millis(200)
+            });
+            let t0 = Instant::now();
+            loop {
+                store.wait_for_work(w, 2.0).await;
+                w.mark_seen();
+                if !store
+                    .fetch("w", &want, 10, 30.0, w)
+                    .await
+                    .unwrap()
+                    .is_empty()
+                {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(1), "never woke");
+            }
+            let claimed = Instant::now();
+            let due = enqueue.await.unwrap();
+            // Claimed within 50 ms of its due time (DESIGN.md), not early.
+            let late = claimed.saturating_duration_since(due);
+            let early = due.saturating_duration_since(claimed);
+            eprintln!("scheduled job claimed {late:?} late, {early:?} early");
+            assert!(late < Duration::from_millis(50), "{late:?} late");
+            assert!(early < Duration::from_millis(10), "{early:?} early");
+        });
+    }
+
+    #[test]
+    fn urls_with_a_password_and_a_database() {
+        let Some(srv) = server(&["--requirepass", "s3cret"]) else {
+            return;
+        };
+        let url = |auth: &str, db: u8| format!("redis://{auth}@127.0.0.1:{}/{db}", srv.port);
+        run(async {
+            let db3 = RedisStore::open(&url(":s3cret", 3), "ns").unwrap();
+            let db4 = RedisStore::open(&url(":s3cret", 4), "ns").unwrap();
+            db3.enqueue(vec![job("a")]).await.unwrap();
+            assert_eq!(info(&db3, "a").await.ready, 1);
+            assert_eq!(info(&db4, "a").await.ready, 0, "another database");
+            let t0 = Instant::now();
+            let wrong = RedisStore::open(&url(":nope", 3), "ns").unwrap();
+            assert!(matches!(wrong.now().await, Err(Error::Backend(_))));
+            assert!(t0.elapsed() < Duration::from_secs(3));
+        });
+    }
+
+    #[test]
+    fn an_unreachable_redis_fails_fast() {
+        let t0 = Instant::now();
+        let res =
+            Store::open("redis://127.0.0.1:1/0", "ns").map(|s| run(async move { s.now().await }));
+        assert!(matches!(
+            res,
+            Err(Error::Backend(_)) | Ok(Err(Error::Backend(_)))
+        ));
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn store_open_wiring() {
+        assert!(matches!(
+            Store::open("redis://127.0.0.1:6399/0", "ns"),
+            Ok(Store::Redis(_))
+        ));
+        assert!(matches!(
+            Store::open("rediss://127.0.0.1:6399/0", "ns"),
+            Ok(Store::Redis(_))
+        ));
+        assert!(matches!(
+            Store::open("redis://127.0.0.1:6399/0", ""),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            Store::open("redis://:pw@[bad/0", "ns"),
+            Err(Error::Invalid(msg)) if !msg.contains("pw")
+        ));
+        assert!(matches!(
+            Store::open("mysql://x", "ns"),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    /// The same single-name operations on memory:// and redis:// give the same claims, sets and
+    /// counters (times aside).
+    #[test]
+    fn behaves_like_memory() {
+        let Some(srv) = server(&[]) else { return };
+        let r = store(&srv);
+        let m = Memory::named("", "ns");
+        let names = ["a", "b"];
+        fastrand::seed(7);
+        type View = (String, String, u32, Option<String>, Option<String>, bool);
+        let view = |j: &JobData| -> View {
+            (
+                j.id.clone(),
+                j.args.clone(),
+                j.fails,
+                j.last_error.clone(),
+                j.unique_key.clone(),
+                j.died_at.is_some(),
+            )
+        };
+        run(async {
+            // Claims held by both (the same ids and tokens).
+            let mut held: Vec<Claim> = Vec::new();
+            for step in 0..600 {
+                let name = names[fastrand::usize(..names.len())];
+                match fastrand::u8(..10) {
+                    0..=2 => {
+                        let jobs: Vec<NewJob> = (0..fastrand::usize(1..4))
+                            .map(|i| NewJob {
+                                delay: if fastrand::u8(..4) == 0 { 1000.0 } else { 0.0 },
+                                unique_key: (fastrand::u8(..3) == 0)
+                                    .then(|| format!("u{}", fastrand::u8(..3))),
+                                args: format!(r#"{{"step":{step},"i":{i}}}"#),
+                                ..job(name)
+                            })
+                            .collect();
+                        let a = r.enqueue(jobs.clone()).await.unwrap();
+                        let b = m.enqueue(jobs).await.unwrap();
+                        let a: Vec<_> = a.iter().map(|j| j.as_ref().map(view)).collect();
+                        let b: Vec<_> = b.iter().map(|j| j.as_ref().map(view)).collect();
+                        assert_eq!(a, b, "enqueue at step {step}");
+                    }
+                    3..=4 => {
+                        let max = fastrand::usize(1..4);
+                        let cap = fastrand::u32(0..3);
+                        let w = wanted(name, cap, 3);
+                        let a = r.fetch("w", &w, max, 30.0, "").await.unwrap();
+                        let b = m.fetch("w", &w, max, 30.0).await.unwrap();
+                        let va: Vec<_> = a.iter().map(|c| (view(&c.job), c.token)).collect();
+                        let vb: Vec<_> = b.iter().map(|c| (view(&c.job), c.token)).collect();
+                        assert_eq!(va, vb, "fetch at step {step}");
+                        held.extend(a);
+                    }
+                    5..=7 if !held.is_empty() => {
+                        let c = held.swap_remove(fastrand::usize(..held.len()));
+                        let outcome = match fastrand::u8(..6) {
+                            0 => Outcome::Complete,
+                            1 => Outcome::Retry {
+                                delay: 1000.0,
+                                error: format!("e{step}"),
+                            },
+                            2 => Outcome::Dead {
+                                reason: format!("d{step}"),
+                                failed: fastrand::bool(),
+                            },
+                            3 => Outcome::Discard,
+                            4 => Outcome::Reschedule {
+                                delay: 1000.0,
+                                args: fastrand::bool().then(|| format!(r#"{{"r":{step}}}"#)),
+                            },
+                            _ => Outcome::Release,
+                        };
+                        // Now and then a stale token too.
+                        let token = c.token + u64::from(fastrand::u8(..8) == 0);
+                        let acks = vec![Ack {
+                            token,
+                            ..ack(&c, outcome)
+                        }];
+                        let a = r.finish(acks.clone()).await.unwrap();
+                        let b = m.finish(acks).await.unwrap();
+                        assert_eq!(a, b, "finish at step {step}");
+                        if !a[0] {
+                            held.push(c);
+                        }
+                    }
+                    8 => {
+                        let set =
+                            [JobSet::Scheduled, JobSet::Retry, JobSet::Dead][fastrand::usize(..3)];
+                        let (pa, _) = r.page(set, 1, 1).await.unwrap();
+                        let id = pa.first().map(|j| j.id.clone());
+                        if fastrand::bool() && set == JobSet::Dead {
+                            let a = r.retry_dead(id.clone()).await.unwrap();
+                            let b = m.retry_dead(id).await.unwrap();
+                            assert_eq!(a, b, "retry_dead at step {step}");
+                        } else {
+                            let a = r.delete(set, id.clone()).await.unwrap();
+                            let b = m.delete(set, id).await.unwrap();
+                            assert_eq!(a, b, "delete at step {step}");
+                        }
+                    }
+                    _ => {
+                        let paused = fastrand::bool();
+                        r.set_paused(name, paused).await.unwrap();
+                        m.set_paused(name, paused).await.unwrap();
+                    }
+                }
+                let qa: Vec<_> = r.queues().await.unwrap();
+                let qb: Vec<_> = m.queues().await.unwrap();
+                let counts = |q: &[QueueInfo]| {
+                    q.iter()
+                        .map(|q| {
+                            let QueueInfo {
+                                name,
+                                ready,
+                                scheduled,
+                                retry,
+                                dead,
+                                paused,
+                                running,
+                                ..
+                            } = q.clone();
+                            (name, ready, scheduled, retry, dead, paused, running)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(counts(&qa), counts(&qb), "queues after step {step}");
+                for set in [JobSet::Scheduled, JobSet::Retry, JobSet::Dead] {
+                    let (pa, ta) = r.page(set, 1, 1000).await.unwrap();
+                    let (pb, tb) = m.page(set, 1, 1000).await.unwrap();
+                    let mut pa: Vec<View> = pa.iter().map(view).collect();
+                    let mut pb: Vec<View> = pb.iter().map(view).collect();
+                    pa.sort();
+                    pb.sort();
+                    assert_eq!((pa, ta), (pb, tb), "{set:?} after step {step}");
+                }
+            }
+            let (sa, sb) = (r.stats().await.unwrap(), m.stats().await.unwrap());
+            let nums = |s: &Stats| (s.processed, s.failed, s.dead, s.stale_acks, s.reaped);
+            assert_eq!(nums(&sa), nums(&sb));
+        });
     }
 }

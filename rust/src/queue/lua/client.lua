@@ -3,6 +3,8 @@ local cmd = ARGV[2]
 local t = now()
 if cmd == 'queues' then
   -- Per name: ready, scheduled, retry, dead, latency, paused, running (flat, 8 per name).
+  -- Due jobs count as ready (as memory:// does), so they are promoted first.
+  promote(t)
   local names = {}
   local order = {}
   local function info(name)
@@ -43,7 +45,9 @@ elseif cmd == 'page' then
   -- ARGV: set, start, stop. Returns total, then the jobs' JSON oldest first.
   local set = P .. ':' .. ARGV[3]
   local out = {redis.call('ZCARD', set)}
-  for _, m in ipairs(redis.call('ZRANGE', set, tonumber(ARGV[4]), tonumber(ARGV[5]))) do
+  local start, stop = tonumber(ARGV[4]), tonumber(ARGV[5])
+  if stop < start then return out end
+  for _, m in ipairs(redis.call('ZRANGE', set, start, stop)) do
     local raw = redis.call('HGET', P .. ':data', string.sub(m, 1, string.find(m, '|', 1, true) - 1))
     if raw then out[#out + 1] = raw end
   end
@@ -51,35 +55,43 @@ elseif cmd == 'page' then
 elseif cmd == 'retry_dead' then
   -- ARGV: id or "" for all. Back to ready, fails reset.
   local moved = 0
-  local members = redis.call('ZRANGE', P .. ':dead', 0, -1)
-  for _, m in ipairs(members) do
-    local bar = string.find(m, '|', 1, true)
-    local id, name = string.sub(m, 1, bar - 1), string.sub(m, bar + 1)
-    if ARGV[3] == '' or ARGV[3] == id then
-      local job = load(id)
-      redis.call('ZREM', P .. ':dead', m)
-      if job then
-        job.died_at = nil; job.reason = nil; job.fails = 0; job.run_at = t
-        save(job)
-        redis.call('RPUSH', P .. ':q:' .. name, id)
-        moved = moved + 1
-      end
+  local function revive(id, m)
+    if redis.call('ZREM', P .. ':dead', m) == 0 then return end
+    local job = load(id)
+    if job then
+      job.died_at = nil; job.reason = nil; job.fails = 0; job.run_at = t
+      save(job)
+      redis.call('RPUSH', P .. ':q:' .. job.name, id)
+      moved = moved + 1
+    end
+  end
+  if ARGV[3] ~= '' then
+    local job = load(ARGV[3])
+    if job then revive(ARGV[3], member(ARGV[3], job.name)) end
+  else
+    for _, m in ipairs(redis.call('ZRANGE', P .. ':dead', 0, -1)) do
+      revive(string.sub(m, 1, string.find(m, '|', 1, true) - 1), m)
     end
   end
   if moved > 0 then wake() end
   return moved
 elseif cmd == 'delete' then
-  -- ARGV: set, id or "" for all.
+  -- ARGV: set, id or "" for all. Releases the unique keys the jobs held.
   local set = P .. ':' .. ARGV[3]
   local deleted = 0
-  for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do
-    local id = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
-    if ARGV[4] == '' or ARGV[4] == id then
-      redis.call('ZREM', set, m)
-      local job = load(id)
-      if job then release_unique(job) end
-      redis.call('HDEL', P .. ':data', id)
-      deleted = deleted + 1
+  local function drop(id, m)
+    if redis.call('ZREM', set, m) == 0 then return end
+    local job = load(id)
+    if job then release_unique(job) end
+    redis.call('HDEL', P .. ':data', id)
+    deleted = deleted + 1
+  end
+  if ARGV[4] ~= '' then
+    local job = load(ARGV[4])
+    if job then drop(ARGV[4], member(ARGV[4], job.name)) end
+  else
+    for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+      drop(string.sub(m, 1, string.find(m, '|', 1, true) - 1), m)
     end
   end
   return deleted
@@ -152,14 +164,7 @@ elseif cmd == 'next_due' then
   -- ARGV: consumer id. Registers it for wake-ups (before it blocks), then answers the seconds
   -- until the earliest scheduled or retry job is due, or "" when there is none.
   redis.call('ZADD', P .. ':waiters', t, ARGV[3])
-  local first = nil
-  for _, set in ipairs({':scheduled', ':retry'}) do
-    local top = redis.call('ZRANGE', P .. set, 0, 0, 'WITHSCORES')
-    if top[2] then
-      local at = tonumber(top[2])
-      if not first or at < first then first = at end
-    end
-  end
+  local first = earliest_due()
   if not first then return '' end
   return tostring(first - t)
 elseif cmd == 'time' then

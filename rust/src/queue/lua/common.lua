@@ -23,6 +23,40 @@ local function wake()
   end
 end
 local function stat(field, n) redis.call('HINCRBY', P .. ':stats', field, n or 1) end
+-- The earliest due time in the scheduled and retry sets, or nil.
+local function earliest_due()
+  local first = nil
+  for _, set in ipairs({':scheduled', ':retry'}) do
+    local top = redis.call('ZRANGE', P .. set, 0, 0, 'WITHSCORES')
+    if top[2] then
+      local at = tonumber(top[2])
+      if not first or at < first then first = at end
+    end
+  end
+  return first
+end
+-- Move due scheduled and retry jobs (at most 1000 of each per call) to their ready lists.
+local function promote(t)
+  for _, set in ipairs({':scheduled', ':retry'}) do
+    local due = redis.call('ZRANGEBYSCORE', P .. set, '-inf', t, 'LIMIT', 0, 1000)
+    for _, m in ipairs(due) do
+      local bar = string.find(m, '|', 1, true)
+      redis.call('ZREM', P .. set, m)
+      redis.call('RPUSH', P .. ':q:' .. string.sub(m, bar + 1), string.sub(m, 1, bar - 1))
+    end
+  end
+end
+-- Into the dead set, which keeps the newest 10,000 (the oldest are deleted).
+local function add_dead(id, name, t)
+  redis.call('ZADD', P .. ':dead', t, member(id, name))
+  local n = redis.call('ZCARD', P .. ':dead')
+  if n > 10000 then
+    for _, m in ipairs(redis.call('ZRANGE', P .. ':dead', 0, n - 10001)) do
+      redis.call('HDEL', P .. ':data', string.sub(m, 1, string.find(m, '|', 1, true) - 1))
+    end
+    redis.call('ZREMRANGEBYRANK', P .. ':dead', 0, n - 10001)
+  end
+end
 local function release_unique(job)
   if job.unique_key and job.unique_key ~= cjson.null then
     local k = P .. ':u:' .. job.unique_key

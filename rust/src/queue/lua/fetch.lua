@@ -1,18 +1,12 @@
 -- ARGV: prefix, worker id, lease seconds, max claims, waiter id (or ""), then (name,
 -- max_concurrency, max_fails) per wanted name in the client's sampled order. The waiter is
--- registered for wake-ups here, so an enqueue right after an empty fetch still wakes it. Promotes due scheduled and retry jobs, then
--- claims: attempt + 1 (the fencing token), a lease in the name's run zset, unique key released.
+-- registered for wake-ups here, so an enqueue right after an empty fetch still wakes it.
+-- Promotes due scheduled and retry jobs, then claims: attempt + 1 (the fencing token), a lease
+-- in the name's run zset, the unique key released.
 -- Returns a flat array: job JSON, token, job JSON, token, ...
 local t = now()
 if ARGV[5] ~= '' then redis.call('ZADD', P .. ':waiters', t, ARGV[5]) end
-for _, set in ipairs({':scheduled', ':retry'}) do
-  local due = redis.call('ZRANGEBYSCORE', P .. set, '-inf', t, 'LIMIT', 0, 1000)
-  for _, m in ipairs(due) do
-    local bar = string.find(m, '|', 1, true)
-    redis.call('ZREM', P .. set, m)
-    redis.call('RPUSH', P .. ':q:' .. string.sub(m, bar + 1), string.sub(m, 1, bar - 1))
-  end
-end
+promote(t)
 local worker, lease, max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local claimed = 0

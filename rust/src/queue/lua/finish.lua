@@ -2,7 +2,18 @@
 -- Applies each outcome only if the run still holds the job under its token (else STALE, 0).
 local t = now()
 local out = {}
-local released = false
+local wake_them = false
+-- A release, or a retry or reschedule due before everything else scheduled (consumers sleep
+-- until the earliest), wakes the waiting consumers. Called before the job joins its set.
+local first, looked = nil, false
+local function due_at(at)
+  if wake_them then return end
+  if not looked then
+    first = earliest_due()
+    looked = true
+  end
+  if not first or at < first then wake_them = true end
+end
 for i = 2, #ARGV, 7 do
   local id, name, token, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay, text, args = tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
@@ -23,6 +34,7 @@ for i = 2, #ARGV, 7 do
         job.last_error = text
         job.run_at = t + math.max(delay, 0)
         save(job)
+        due_at(job.run_at)
         redis.call('ZADD', P .. ':retry', job.run_at, member(id, name))
       elseif outcome == 'dead' or outcome == 'dead_failed' then
         stat('processed'); stat('dead')
@@ -34,14 +46,7 @@ for i = 2, #ARGV, 7 do
         job.died_at = t
         job.reason = text
         save(job)
-        redis.call('ZADD', P .. ':dead', t, member(id, name))
-        local n = redis.call('ZCARD', P .. ':dead')
-        if n > 10000 then
-          for _, m in ipairs(redis.call('ZRANGE', P .. ':dead', 0, n - 10001)) do
-            redis.call('HDEL', P .. ':data', string.sub(m, 1, string.find(m, '|', 1, true) - 1))
-          end
-          redis.call('ZREMRANGEBYRANK', P .. ':dead', 0, n - 10001)
-        end
+        add_dead(id, name, t)
       elseif outcome == 'discard' then
         stat('processed'); stat('failed')
         redis.call('HDEL', P .. ':data', id)
@@ -50,15 +55,16 @@ for i = 2, #ARGV, 7 do
         if args ~= '' then job.args = args end
         job.run_at = t + math.max(delay, 0)
         save(job)
+        due_at(job.run_at)
         redis.call('ZADD', P .. ':scheduled', job.run_at, member(id, name))
       elseif outcome == 'release' then
         job.run_at = t
         save(job)
         redis.call('LPUSH', P .. ':q:' .. name, id)
-        released = true
+        wake_them = true
       end
     end
   end
 end
-if released then wake() end
+if wake_them then wake() end
 return out

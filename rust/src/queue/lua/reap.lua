@@ -22,7 +22,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
         job.reason = job.last_error
         save(job)
         stat('dead')
-        redis.call('ZADD', P .. ':dead', t, member(id, name))
+        add_dead(id, name, t)
       else
         job.run_at = t
         save(job)
