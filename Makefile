@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-rust test-python lint format wheel sdist bench all
+.PHONY: install build-dev demo test test-rust test-python lint format wheel sdist bench bench-queue all
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -79,3 +79,20 @@ bench: build-dev
 	$(PY) benches/bench_latency.py
 
 all: lint test
+
+# The queue benchmark against dramatiq, huey, arq, saq, rq and celery on one redis-server that
+# the script starts itself. The peers go into their own virtualenv, never into workhorse's
+# dependencies. `make bench-queue BENCH_ARGS="--quick --skip celery"` passes options through.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+
+$(BENCH_PY):
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+
+bench-queue: $(BENCH_PY)
+	$(BENCH_PY) -m pip install -q "maturin>=1.7,<2" "dramatiq[redis]" huey arq saq rq \
+		"celery[redis]" redis
+	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PYO3_PYTHON=$(abspath $(BENCH_PY)) \
+		$(BENCH_VENV)/bin/maturin develop --release --quiet
+	$(BENCH_PY) benches/bench_queue.py $(BENCH_ARGS)
