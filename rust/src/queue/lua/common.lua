@@ -68,6 +68,12 @@ local function add_dead(id, name, t)
     redis.call('ZREMRANGEBYRANK', P .. ':dead', 0, n - 10001)
   end
 end
+-- Back to the front of its ready list (a released or reaped run): it runs next.
+local function requeue_front(job, name, t)
+  job.run_at = t
+  save(job)
+  redis.call('LPUSH', P .. ':q:' .. name, job.id)
+end
 local function release_unique(job)
   if job.unique_key and job.unique_key ~= cjson.null then
     local k = P .. ':u:' .. job.unique_key

@@ -60,9 +60,7 @@ for i = 2, #ARGV, 7 do
         due_at(job.run_at)
         redis.call('ZADD', P .. ':scheduled', job.run_at, member(id, name))
       elseif outcome == 'release' then
-        job.run_at = t
-        save(job)
-        redis.call('LPUSH', P .. ':q:' .. name, id)
+        requeue_front(job, name, t)
         wake_them = true
       end
     end

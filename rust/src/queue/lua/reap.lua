@@ -24,9 +24,7 @@ for _, name in ipairs(redis.call('SMEMBERS', P .. ':names')) do
         tally('dead')
         add_dead(id, name, t)
       else
-        job.run_at = t
-        save(job)
-        redis.call('LPUSH', P .. ':q:' .. name, id)
+        requeue_front(job, name, t)
         requeued = true
       end
     end
