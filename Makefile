@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-rust test-python lint format wheel sdist bench bench-queue all
+.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue all
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,14 @@ test-rust: install
 
 test-python: build-dev
 	$(PY) -m pytest -q
+
+# Everything but the tests marked slow (the long fault rows under tests/faults): for quick loops.
+test-quick: build-dev
+	$(PY) -m pytest -q -m "not slow"
+
+# The fault matrix alone (RELIABILITY.md section 4): real processes, signals, Redis restarts.
+test-faults: build-dev
+	$(PY) -m pytest -q tests/faults
 
 test: test-rust test-python
 

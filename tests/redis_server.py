@@ -85,34 +85,54 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """`RedisServer(tmpdir)` starts redis-server on a free port and waits for PING."""
+    """`RedisServer(tmpdir)` starts redis-server on a free port and waits for PING.
 
-    def __init__(self, directory: str, start_timeout: float = 10.0) -> None:
+    `aof=True` turns on the append-only file with `appendfsync always` (every acknowledged write
+    is on disk before the reply); `kill()` is kill -9 and `start()` starts it again on the same
+    port and directory, so a test can restart Redis under its clients' feet.
+    """
+
+    def __init__(
+        self, directory: str, start_timeout: float = 10.0, *, aof: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         if REDIS_SERVER is None:
             raise FileNotFoundError("redis-server is not installed")
+        self.directory, self.aof, self.extra = directory, aof, extra
         last: BaseException | None = None
         # A port found free may be taken before redis binds it: try a few.
         for _ in range(5):
             self.port = free_port()
-            self.proc = subprocess.Popen(
-                [
-                    REDIS_SERVER,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", directory,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
             try:
-                self._wait_ready(start_timeout)
+                self.start(start_timeout)
                 return
             except (RuntimeError, OSError) as exc:
                 last = exc
                 self.stop()
         raise RuntimeError(f"redis-server did not start: {last}")
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start (again) on this server's port and directory; wait until it answers PING."""
+        assert REDIS_SERVER is not None
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.aof
+            else ["--appendonly", "no"]
+        )
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--dir", self.directory,
+                *persistence,
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -144,11 +164,13 @@ class RedisServer:
     def keys(self, pattern: str) -> list[str]:
         return sorted(k.decode() for k in self.command("KEYS", pattern))
 
-    def stop(self) -> None:
-        """Kill the server (again is fine)."""
+    def kill(self) -> None:
+        """kill -9 the server and reap it (again is fine)."""
         if self.proc.poll() is None:
             self.proc.kill()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+
+    stop = kill

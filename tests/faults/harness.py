@@ -1,0 +1,152 @@
+"""The fault harness (issue 9, RELIABILITY.md section 4): workers as real processes, a redis-server
+of each test's own, and a ledger outside Redis as the ground truth.
+
+- `App` writes a small worker module into the test's directory and starts it as a subprocess,
+  either through the `workhorse worker` command or as a script that holds a Worker.
+- Every handler appends one JSON line per phase to the ledger file: job id, attempt (`fails`),
+  pid, lease token where the test needs it, phase ("start", "end", ...) and wall time. Appends of
+  one short line with O_APPEND are atomic, so several processes share one file.
+- Short parameters: lease L, reaper period R, grace G; the recovery bound is B = L + R + 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import workhorse as wh
+
+LEASE, REAPER, GRACE = 1.0, 0.2, 0.5
+BOUND = LEASE + REAPER + 2.0
+
+# The worker module every process imports: `make(queue=..., concurrency=...)` builds the Worker.
+APP = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import workhorse as wh
+
+    LEDGER = os.environ["LEDGER"]
+
+    def note(job, phase, **extra):
+        line = json.dumps({"id": job.id, "fails": job.fails, "pid": os.getpid(),
+                           "phase": phase, "t": time.time(), **extra}) + "\\n"
+        fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def make(concurrency=4, queue=None):
+        worker = wh.Worker(concurrency=concurrency, queue=queue, grace=float(
+            os.environ.get("GRACE", "0.5")))
+
+        @worker.handler("slow", max_fails=int(os.environ.get("MAX_FAILS", "5")))
+        def slow(job):
+            note(job, "start")
+            deadline = time.monotonic() + job.args.get("seconds", 0)
+            while time.monotonic() < deadline and not job.ctx.cancelled:
+                time.sleep(0.01)
+            note(job, "end", cancelled=job.ctx.cancelled)
+
+        return worker
+    """
+)
+
+
+def wait_for(pred: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())
+
+
+class App:
+    """The worker module, its ledger and its namespace on one test's redis-server."""
+
+    def __init__(self, directory: Path, url: str, ns: str) -> None:
+        self.cwd = directory
+        self.url = url
+        self.ns = ns
+        self.ledger_path = directory / "ledger.jsonl"
+        (directory / "app.py").write_text(APP)
+        self.env = {**os.environ, "LEDGER": str(self.ledger_path), "PYTHONPATH": str(directory)}
+
+    def queue(self, lease: float = LEASE, reaper: float = REAPER, **kwargs: Any) -> wh.Queue:
+        return wh.Queue.from_url(
+            self.url, namespace=self.ns, lease=lease, reaper_interval=reaper, **kwargs
+        )
+
+    def ledger(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.ledger_path) as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
+    def phases(self, phase: str) -> list[dict[str, Any]]:
+        return [e for e in self.ledger() if e["phase"] == phase]
+
+    def command(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """`workhorse worker app:make` as a subprocess (its own stdout/stderr pipes)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "workhorse", "--url", self.url, "--namespace", self.ns,
+             "worker", "app:make", "--log-level", "WARNING", *extra],
+            cwd=self.cwd,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def script(
+        self, name: str, body: str, env: dict[str, str] | None = None, **popen: Any
+    ) -> subprocess.Popen[str]:
+        """Run `body` (dedented) as a script in the app's directory."""
+        path = self.cwd / f"{name}.py"
+        path.write_text(textwrap.dedent(body))
+        return subprocess.Popen(
+            [sys.executable, str(path)], cwd=self.cwd, env={**self.env, **(env or {})},
+            text=True, **popen,
+        )
+
+    def holder(self, name: str, lease: float = LEASE, reaper: float = REAPER,
+               concurrency: int = 4, extra: str = "", **popen: Any) -> subprocess.Popen[str]:
+        """A process holding a started Worker of app.make on this queue until it is killed."""
+        return self.script(
+            name,
+            f"""
+            import time, app, workhorse as wh
+            q = wh.Queue.from_url({self.url!r}, namespace={self.ns!r}, lease={lease},
+                                  reaper_interval={reaper})
+            w = app.make(concurrency={concurrency}, queue=q)
+            {extra}
+            w.start()
+            time.sleep(600)
+            """,
+            **popen,
+        )
+
+
+def reap(proc: subprocess.Popen[Any]) -> None:
+    """Make sure a child is gone (SIGCONT first, in case a test left it stopped)."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        proc.kill()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
