@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from workhorse.adapters import HealthCheck
-from workhorse.server import Server, serve
+from workhorse.server import Request, Response, Server, serve
 
 
 @pytest.fixture
@@ -131,3 +132,83 @@ def test_bad_paths_are_rejected() -> None:
         serve(port=0, health_path="ready")
     with pytest.raises(ValueError):
         serve(port=0, health_path="/x", metrics_path="/x")
+
+
+# -- apps mounted at a prefix (the dashboard's way in) ------------------------------------------
+
+
+def echo_app(request: Request) -> Response:
+    text = f"{request.method} {request.mount}|{request.path}?{request.query} {request.body!r}"
+    return Response(200, "text/plain; charset=utf-8", text.encode(), [("X-Echo", "1")])
+
+
+def send(
+    url: str, method: str = "GET", data: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture
+def mounted() -> Iterator[Server]:
+    routes = {"/ready": lambda accept: (200, "text/plain", b"OK")}
+    server = Server("127.0.0.1", 0, routes, ("t",), {"/app": echo_app})
+    yield server
+    server.close()
+
+
+def test_a_mounted_app_gets_every_method_below_its_prefix(mounted: Server) -> None:
+    assert send(mounted.url + "/app/x/y?a=1")[2] == b"GET /app|/x/y?a=1 b''"
+    assert send(mounted.url + "/app/x", "POST", b"hi")[2] == b"POST /app|/x? b'hi'"
+    status, headers, body = send(mounted.url + "/app/", "DELETE")
+    assert (status, headers["X-Echo"], body) == (200, "1", b"DELETE /app|/? b''")
+
+
+def test_a_mount_without_its_slash_redirects_to_it(mounted: Server) -> None:
+    response = raw(mounted, b"GET /app?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 308") and b"Location: /app/?q=1\r\n" in response
+
+
+def test_exact_routes_win_and_answer_only_get_and_head(mounted: Server) -> None:
+    assert send(mounted.url + "/ready")[::2] == (200, b"OK")
+    status, headers, _ = send(mounted.url + "/ready", "POST", b"")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+    assert send(mounted.url + "/application")[0] == 404  # a prefix is a whole segment
+
+
+def test_a_root_mount_gets_what_no_route_takes() -> None:
+    with Server("127.0.0.1", 0, {}, ("t",), {"": echo_app}) as server:
+        assert send(server.url + "/anything")[2] == b"GET |/anything? b''"
+
+
+def test_bodies_are_bounded(mounted: Server) -> None:
+    big = b"POST /app/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+    assert raw(mounted, big).startswith(b"HTTP/1.1 413")
+    chunked = b"POST /app/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert raw(mounted, chunked).startswith(b"HTTP/1.1 411")
+    assert raw(mounted, b"POST /app/x HTTP/1.1\r\nContent-Length: x\r\n\r\n").startswith(
+        b"HTTP/1.1 400"
+    )
+    assert send(mounted.url + "/app/x", "POST", b"ok")[0] == 200
+
+
+def test_a_failing_app_is_a_500_and_the_server_goes_on() -> None:
+    def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    with Server("127.0.0.1", 0, {}, ("t",), {"": broken}) as server:
+        assert send(server.url + "/x")[0] == 500
+        assert send(server.url + "/x")[0] == 500
+
+
+def test_close_does_not_wait_for_idle_keep_alive_connections(mounted: Server) -> None:
+    with socket.create_connection((mounted.host, mounted.port), timeout=5) as sock:
+        sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        mounted.close()  # the connection stays open: a browser's keep-alive
+        assert time.monotonic() - started < 5
