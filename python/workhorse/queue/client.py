@@ -117,6 +117,12 @@ class Client:
     def delete_retry_job(self, job_id: str) -> bool:
         return bool(self._core.delete("retry", _check_id(job_id)))
 
+    def delete_all_scheduled_jobs(self) -> int:
+        return int(self._core.delete("scheduled", None))
+
+    def delete_all_retry_jobs(self) -> int:
+        return int(self._core.delete("retry", None))
+
     def worker_pools(self) -> list[WorkerPool]:
         return [WorkerPool(**pool) for pool in self._core.pools()]
 
