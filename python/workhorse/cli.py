@@ -3,9 +3,11 @@
     workhorse worker app.jobs:worker [--url redis://...] [--concurrency 50] [--burst]
     workhorse enqueue send_email '{"to": "a@b.c"}' [--in 30 | --at 2027-01-01T09:00] [--unique]
     workhorse info | dead retry ID|--all | dead delete ID|--all | pause NAME | unpause NAME
+    workhorse web [--host 127.0.0.1] [--port 5040] [--auth USER:PASSWORD | TOKEN] [--read-only]
 
 Every option can come from the environment (WORKHORSE_URL, WORKHORSE_NAMESPACE,
-WORKHORSE_CONCURRENCY, WORKHORSE_LOG_LEVEL, WORKHORSE_METRICS_PORT, WORKHORSE_GRACE). Errors a
+WORKHORSE_CONCURRENCY, WORKHORSE_LOG_LEVEL, WORKHORSE_METRICS_PORT, WORKHORSE_GRACE,
+WORKHORSE_WEB_HOST, WORKHORSE_WEB_PORT, WORKHORSE_WEB_PASSWORD, WORKHORSE_WEB_READ_ONLY). Errors a
 shell user makes (an unreachable queue, a bad MODULE:ATTR, bad JSON) print one line on stderr and
 exit non-zero; they never show a traceback.
 """
@@ -30,6 +32,8 @@ from workhorse.errors import QueueError
 from workhorse.queue import Queue
 from workhorse.worker import Worker
 
+DEFAULT_WEB_PORT = 5040  # workhorse.web.DEFAULT_PORT, without importing the dashboard here
+
 __all__ = ["main"]
 
 # Exit codes: 1 the queue failed or is unreachable, 2 the command line was wrong (argparse's).
@@ -48,19 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workhorse", description="Run workhorse workers and look into their queues."
     )
-    parser.add_argument(
-        "--url",
-        default=_env("URL", "memory://"),
-        help="queue URL: redis://[:password@]host:port/db (env WORKHORSE_URL; default memory://)",
-    )
-    parser.add_argument(
-        "--namespace",
-        default=_env("NAMESPACE", "workhorse"),
-        help="key namespace of the queue (env WORKHORSE_NAMESPACE; default workhorse)",
-    )
+    url_help = "queue URL: redis://[:password@]host:port/db (env WORKHORSE_URL; default memory://)"
+    namespace_help = "key namespace of the queue (env WORKHORSE_NAMESPACE; default workhorse)"
+    parser.add_argument("--url", default=_env("URL", "memory://"), help=url_help)
+    parser.add_argument("--namespace", default=_env("NAMESPACE", "workhorse"), help=namespace_help)
+    # --url and --namespace also after the command (`workhorse web --url ...`); given there,
+    # they win over the ones before it.
+    queue_options = argparse.ArgumentParser(add_help=False)
+    queue_options.add_argument("--url", default=argparse.SUPPRESS, help=url_help)
+    queue_options.add_argument("--namespace", default=argparse.SUPPRESS, help=namespace_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [queue_options]
 
-    worker = commands.add_parser("worker", help="run a Worker until SIGINT/SIGTERM")
+    worker = commands.add_parser("worker", parents=common, help="run a Worker until SIGINT/SIGTERM")
     worker.add_argument("target", metavar="MODULE:ATTR", help="a wh.Worker, or a factory of one")
     worker.add_argument(
         "--concurrency",
@@ -86,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds running jobs get at shutdown (env WORKHORSE_GRACE; the Worker's own default)",
     )
 
-    enqueue = commands.add_parser("enqueue", help="enqueue one job")
+    enqueue = commands.add_parser("enqueue", parents=common, help="enqueue one job")
     enqueue.add_argument("name", help="job name")
     enqueue.add_argument("args", nargs="?", default="{}", help="arguments as a JSON object")
     when = enqueue.add_mutually_exclusive_group()
@@ -96,18 +100,63 @@ def _parser() -> argparse.ArgumentParser:
         "--unique", action="store_true", help="skip if an equal job is already waiting"
     )
 
-    commands.add_parser("info", help="queues, worker pools and busy workers")
+    commands.add_parser("info", parents=common, help="queues, worker pools and busy workers")
 
-    dead = commands.add_parser("dead", help="retry or delete dead jobs")
+    dead = commands.add_parser("dead", parents=common, help="retry or delete dead jobs")
     dead.add_argument("action", choices=["retry", "delete"])
     target = dead.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?", help="one dead job's id")
     target.add_argument("--all", action="store_true", help="every dead job")
 
     for name, text in (("pause", "stop claiming a job name"), ("unpause", "claim it again")):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, parents=common, help=text)
         sub.add_argument("name", help="job name")
+
+    web = commands.add_parser(
+        "web",
+        parents=common,
+        help="serve the dashboard",
+        description="Serve the dashboard (queues, busy workers, worker pools, scheduled, retry "
+        "and dead jobs, a live chart) until SIGINT/SIGTERM. It binds 127.0.0.1; any other "
+        "address needs --auth.",
+    )
+    web.add_argument(
+        "--host",
+        default=_env("WEB_HOST", "127.0.0.1"),
+        help="address to listen on (env WORKHORSE_WEB_HOST; default 127.0.0.1: this machine only)",
+    )
+    web_port = _int_env("WEB_PORT")
+    web.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_WEB_PORT if web_port is None else web_port,
+        help=f"port (env WORKHORSE_WEB_PORT; default {DEFAULT_WEB_PORT})",
+    )
+    web.add_argument(
+        "--auth",
+        default=_env("WEB_PASSWORD"),
+        metavar="USER:PASSWORD|TOKEN",
+        help="require HTTP Basic USER:PASSWORD, or a token (Bearer, or the Basic password of any "
+        "user); needed on any host but loopback. Prefer the environment, WORKHORSE_WEB_PASSWORD: "
+        "a command line is visible to other users",
+    )
+    web.add_argument(
+        "--read-only",
+        action="store_true",
+        default=_bool_env("WEB_READ_ONLY"),
+        help="refuse every change (retry, delete, pause) and hide the buttons "
+        "(env WORKHORSE_WEB_READ_ONLY=1)",
+    )
     return parser
+
+
+def _bool_env(name: str) -> bool:
+    value = _env(name)
+    if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    _die(f"WORKHORSE_{name} must be 1 or 0 (true or false), got {value!r}", EXIT_USAGE)
 
 
 def _int_env(name: str) -> int | None:
@@ -139,9 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "web":
+            _check_web(args)
         queue = Queue.from_url(args.url, namespace=args.namespace)
         if args.command == "worker":
             return _worker(args, queue)
+        if args.command == "web":
+            return _web(args, queue)
         return _client_command(args, queue)
     except CommandError as exc:
         _die(str(exc), EXIT_USAGE)
@@ -351,6 +404,51 @@ def _worker(args: argparse.Namespace, queue: Queue) -> int:
         pass
     clean = worker.stop(timeout=worker._grace + 5)
     return 0 if clean else EXIT_QUEUE
+
+
+# -- web ------------------------------------------------------------------------------------------
+
+
+def _check_web(args: argparse.Namespace) -> None:
+    """The web command's own mistakes, found before the queue is opened."""
+    from workhorse.web.security import Credentials, is_loopback
+
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be in 0..65535, got {args.port}")
+    if args.auth is not None:
+        try:
+            Credentials(args.auth)
+        except ValueError as exc:
+            raise CommandError(f"--auth (or WORKHORSE_WEB_PASSWORD): {exc}") from None
+    elif not is_loopback(args.host):
+        raise CommandError(
+            f"refusing to serve the dashboard on {args.host} without a password: set "
+            "WORKHORSE_WEB_PASSWORD (or --auth USER:PASSWORD) or bind 127.0.0.1"
+        )
+
+
+def _web(args: argparse.Namespace, queue: Queue) -> int:
+    from workhorse.web import serve_dashboard
+
+    try:
+        server = serve_dashboard(
+            queue, args.host, args.port, auth=args.auth, read_only=args.read_only
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    notes = [f"namespace {queue.namespace}"]
+    if queue.url.startswith("memory:"):
+        notes.append("memory:// is this process's own store: give --url redis://...")
+    notes += ["password required"] if args.auth else []
+    notes += ["read-only"] if args.read_only else []
+    print(f"workhorse dashboard on {server.url}/ ({', '.join(notes)}); Ctrl-C stops it", flush=True)
+    while not stop.wait(0.2):
+        pass
+    server.close()
+    return 0
 
 
 def _serve_metrics(port: int, worker: Worker) -> None:
