@@ -159,7 +159,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(response.body)
+            try:
+                self.wfile.write(response.body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client went away (a browser left the page): nothing to tell it.
+                self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("http %s: " + format, self.address_string(), *args)
