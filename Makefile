@@ -4,15 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue all
+.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue screenshots all
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# playwright drives Debian's chromium (/usr/bin/chromium) in the dashboard's browser tests; its
+# own browser download (`playwright install`) is never used.
 install: $(PY)
 	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
-		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
+		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "playwright>=1.40"
 
 build-dev: install
 	$(VENV)/bin/maturin develop --release --quiet
@@ -41,14 +43,14 @@ test: test-rust test-python
 lint: build-dev
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff check python tests benches docs
 	$(VENV)/bin/mypy --strict python/workhorse
 	$(VENV)/bin/mypy --strict --platform win32 python/workhorse
 	$(PY) -m mypy.stubtest workhorse._core
 
 format: install
 	cargo fmt
-	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches docs
 
 # Wheels as PyPI gets them: abi3 for CPython >= 3.10, manylinux2014 (glibc >= 2.17, linked by
 # zig against glibc 2.17's symbols), with the dist profile that pyproject.toml names (fat LTO, one
@@ -87,6 +89,11 @@ bench: build-dev
 	$(PY) benches/bench_latency.py
 
 all: lint test
+
+# The dashboard's pictures in the README (docs/dashboard-*.png): a demo queue with a bit of
+# everything, photographed page by page by chromium (about a minute: the chart fills up).
+screenshots: build-dev
+	$(PY) docs/screenshots.py
 
 # The queue benchmark against dramatiq, huey, arq, saq, rq and celery on one redis-server that
 # the script starts itself. The peers go into their own virtualenv, never into workhorse's
