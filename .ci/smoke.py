@@ -26,3 +26,14 @@ with w:
     assert timer.wait(5) and timer.execution is not None
     assert timer.execution.status == wh.Status.SUCCESS
 print(f"workhorse {wh.__version__} OK: {_core.__file__}")
+
+# The dashboard's static files travel in the wheel and the sdist (maturin ships python/workhorse).
+import urllib.request  # noqa: E402
+
+from workhorse.web import serve_dashboard  # noqa: E402
+
+with serve_dashboard(wh.Queue.from_url("memory://"), port=0) as server:
+    for path in ("/", "/static/app.js", "/static/style.css", "/api/queues"):
+        with urllib.request.urlopen(server.url + path, timeout=10) as response:
+            assert response.status == 200 and response.read(), path
+print("dashboard OK")
