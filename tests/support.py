@@ -1,13 +1,29 @@
-"""Helpers shared by the adapter tests: run an adapted handler without a Worker."""
+"""Helpers shared by the tests: run an adapted handler without a Worker, poll a condition.
+
+Import them from here (`from support import poll_until`), never `from conftest import ...`:
+tests/faults has a conftest.py of its own, and whichever is imported first is `conftest`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from workhorse.job import Job
 from workhorse.middleware import Handler, is_async_handler
 from workhorse.status import Status
+
+
+def poll_until(pred: Callable[[], object], timeout: float = 2.0, interval: float = 0.002) -> bool:
+    """Poll pred until it is truthy (True) or timeout seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 def run(handler: Handler, job: Job) -> Status:

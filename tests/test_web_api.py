@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import poll_until
 from redis_server import REDIS_SERVER, RedisServer
+from support import poll_until
 
 import workhorse as wh
 from workhorse.server import serve
