@@ -344,7 +344,11 @@ class EvilSite:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # the browser drops connections as it navigates away
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://{EVIL}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), daemon=True)
         self.thread.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from email.message import Message
@@ -67,6 +68,11 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False
     routes: dict[str, Route]
     mounts: list[tuple[str, App]]  # longest prefix first
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away (a browser closing a keep-alive connection)
+        logger.exception("http: serving %s failed", client_address)
 
 
 class _HTTPServer6(_HTTPServer):
