@@ -60,7 +60,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
 
 
 def test_help_is_on_every_command():
-    for command in ([], ["worker"], ["enqueue"], ["info"], ["dead"], ["pause"], ["unpause"]):
+    commands = ["worker", "enqueue", "info", "dead", "pause", "unpause", "web"]
+    for command in ([], *([c] for c in commands)):
         result = run(*command, "--help")
         assert result.returncode == 0 and "usage: workhorse" in result.stdout, command
 
