@@ -85,6 +85,7 @@ bench: build-dev
 	$(PY) benches/bench_interval.py
 	$(PY) benches/bench_scale.py
 	$(PY) benches/bench_latency.py
+	$(PY) benches/bench_executor.py
 
 all: lint test
 
