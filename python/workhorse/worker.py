@@ -29,7 +29,7 @@ from workhorse import _checks, _core
 from workhorse._future import LazyFuture
 from workhorse.adapters.keys import REQUEST_ID as REQUEST_ID_KEY
 from workhorse.errors import InvalidHandler, UnknownHandler, WorkerStopped
-from workhorse.execution import Execution, Schedule
+from workhorse.execution import Execution, Schedule, finish_unstarted
 from workhorse.job import Context, Job, Session
 from workhorse.middleware import (
     Adapter,
@@ -482,14 +482,10 @@ class Worker:
             self._stopped = True
         self._core.close()
         # Whatever one-shot record is left never started: it was due, or a timer still pending.
-        unstarted = list(self._once.values())
-        self._once.clear()
+        # A thread that took a key before close() finds nothing under it and skips it.
+        unstarted, self._once = self._once, {}
         stopped = WorkerStopped(f"{self.name} stopped before these executions started")
-        for rec in unstarted:
-            if isinstance(rec, _Call):
-                rec.cancel()
-            else:
-                rec._finish(Status.UNAVAILABLE, stopped)
+        finish_unstarted(unstarted.values(), stopped)
         if unstarted:
             self.logger.warning(
                 "%s stopped with %d executions not started", self.name, len(unstarted)
