@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import poll_until
+from support import poll_until
 
 import workhorse as wh
 from workhorse import job as job_module
