@@ -7,6 +7,7 @@
 
 use super::{Ack, Claim, Outcome, Pool, Store, Wanted};
 use crate::dispatch::Inner;
+use crate::failpoints::failpoint;
 use crate::runtime::handle;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -77,11 +78,13 @@ async fn run(
     let mut acks_open = true;
     let mut stopping_since: Option<Instant> = None;
     loop {
+        failpoint!("consume_loop");
         // Finished runs first: they free room and end leases.
         while let Ok(ack) = acks.try_recv() {
             pending.push(ack);
         }
         if !pending.is_empty() {
+            failpoint!("before_ack");
             match c.store.finish(pending.clone()).await {
                 Ok(results) => {
                     let mut held = held.lock();
@@ -181,6 +184,7 @@ async fn run(
                     }
                     continue;
                 }
+                failpoint!("after_claim");
                 let mut held_now = held.lock();
                 for claim in &claims {
                     held_now.insert(
@@ -220,6 +224,7 @@ async fn renew_loop(
     tick.tick().await; // the first tick is at once: nothing is held yet
     loop {
         tick.tick().await;
+        failpoint!("renew");
         for (id, token) in renew(&store, lease, &held).await {
             inner.lease_lost(id, token);
         }
