@@ -32,8 +32,15 @@ def crash_and_rescue(app: App, failpoint: str) -> tuple[float, int, int]:
             assert crasher.wait(30) == 137
         crashed_at = fired_at((app.cwd / "crasher.err").read_text(), failpoint)
         app.open_gate("rescuer")
-        assert wait_for(lambda: app.phases("end")[-1:] and app.phases("end")[-1]["pid"]
-                        == rescuer.pid, BOUND + 15), app.ledger()
+        queue = app.queue()
+
+        def rescued() -> bool:  # run, and acked (a handler's end is noted before its ack)
+            ends = app.phases("end")
+            return bool(ends) and ends[-1]["pid"] == rescuer.pid and (
+                queue.client.stats()["processed"] >= 1
+            )
+
+        assert wait_for(rescued, BOUND + 15), app.ledger()
     finally:
         reap(rescuer)
         if crasher is not None:

@@ -40,10 +40,11 @@ def test_racing_reapers_requeue_each_orphan_exactly_once(app: App) -> None:
         victim.wait(10)
         every = set(held) | set(short)
 
-        def all_ended() -> bool:
-            return {e["id"] for e in app.phases("end")} >= every
+        def all_done() -> bool:  # ended, and acked (a handler's end is noted before its ack)
+            ended = {e["id"] for e in app.phases("end")} >= every
+            return ended and queue.client.stats()["processed"] >= len(every)
 
-        assert wait_for(all_ended, lease + 20), Counter(e["id"] for e in app.phases("end"))
+        assert wait_for(all_done, lease + 20), Counter(e["id"] for e in app.phases("end"))
     finally:
         for proc in [victim, *others]:
             reap(proc)
