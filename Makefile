@@ -11,7 +11,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
+	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "hypothesis>=6.100" "ruff>=0.5" "mypy>=1.10" \
 		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
 
 build-dev: install
