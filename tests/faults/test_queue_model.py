@@ -3,9 +3,9 @@
 Rules: enqueue (plain, many, scheduled, unique), claim (a real Worker takes one job and holds it),
 finish (the held run completes, raises, asks for a retry, dies, reschedules, or is released at
 stop), drain (a worker runs everything ready), advance time (real sleeps: delays are 0.2 s, 0.6 s
-or an hour), delete and retry-dead through the client, and on Redis: crash (a worker process
-claims a job and is killed with SIGKILL; its lease runs out and the reaper takes it) and restart
-(redis-server kill -9, started again on its `appendfsync always` AOF).
+or an hour), delete, retry-dead, pause and unpause through the client, and on Redis: crash (a
+worker process claims a job and is killed with SIGKILL; its lease runs out and the reaper takes
+it) and restart (redis-server kill -9, started again on its `appendfsync always` AOF).
 
 After every step the client API is compared with the model: `queues()` counts, the scheduled,
 retry and dead pages (ids, `fails`, due times), `busy_workers()` and `stats()`. Invariants: no job
@@ -13,7 +13,7 @@ lost (every enqueued id is in exactly one of ready / scheduled / retry / running
 each job in one state, `fails` and the fencing token (the attempt) never go down (retry_dead_job
 resets `fails` by design), a unique key is held exactly while its job waits unclaimed, and a
 claimed job is the one the model says comes next (FIFO; a released or reaped run goes to the
-front; due jobs are promoted in due order).
+front; due jobs are promoted in due order; paused names are not claimed).
 
 Time is real: where a due time falls inside the window of the call that may promote it, the
 model accepts either outcome and learns which from the pages. Runs are derandomized (the same
@@ -270,6 +270,7 @@ class QueueModel(RuleBasedStateMachine):
         # where two calls may each have promoted it); True again once nothing is ready.
         self.order_known = True
         self.unique_held: dict[str, str] = {}
+        self.paused: set[str] = set()
         # Keys whose job may have been claimed (and released) unseen: the next enqueue tells.
         self.unique_unknown: set[str] = set()
         self.stats = collections.Counter[str]()
@@ -308,15 +309,18 @@ class QueueModel(RuleBasedStateMachine):
 
     def _certainly_claimable(self) -> bool:
         cutoff = time.time() - EPS
-        return any(self.ready.values()) or any(
-            j.state in TIMED and j.due[1] < cutoff for j in self.jobs.values()
+        return any(q for n, q in self.ready.items() if n not in self.paused) or any(
+            j.state in TIMED and j.due[1] < cutoff and j.name not in self.paused
+            for j in self.jobs.values()
         )
 
     def _candidates(self, t0: float, t1: float) -> set[str]:
-        """The jobs a claim made between t0 and t1 may take: per name, the head of its ready
-        list, or (none ready) the first of those promoted by then, in promote order."""
+        """The jobs a claim made between t0 and t1 may take: per name not paused, the head of
+        its ready list, or (none ready) the first of those promoted by then, in promote order."""
         out: set[str] = set()
         for name in NAMES:
+            if name in self.paused:
+                continue
             ready = self.ready[name]
             if ready:
                 out |= {ready[0]} if self.order_known else set(ready)
@@ -486,7 +490,7 @@ class QueueModel(RuleBasedStateMachine):
 
         for name in NAMES:
             worker.handler(name, max_fails=MAX_FAILS)(run)
-        expected = {i for q in self.ready.values() for i in q}
+        expected = {i for n, q in self.ready.items() if n not in self.paused for i in q}
         t0 = time.time()
         worker.start()
         try:
@@ -495,7 +499,8 @@ class QueueModel(RuleBasedStateMachine):
                 with lock:
                     ran = {r[0] for r in runs}
                 if expected <= ran and worker._core.in_flight == 0:
-                    if sum(q.ready for q in self.queue.client.queues()) == 0:
+                    infos = self.queue.client.queues()
+                    if sum(q.ready for q in infos if q.name not in self.paused) == 0:
                         break
                 assert time.monotonic() < deadline, (
                     f"drain: {len(expected - ran)} ready jobs never ran: {expected - ran}"
@@ -515,6 +520,7 @@ class QueueModel(RuleBasedStateMachine):
             assert job.state == "ready" or (job.state in TIMED and job.due[0] <= t1 + EPS), (
                 f"drain ran {job}, which was not due"
             )
+            assert name not in self.paused, f"drain ran {job}, whose name is paused"
             assert fails == job.fails and name == job.name
             assert token > job.attempts
             if job.state == "ready":
@@ -525,7 +531,9 @@ class QueueModel(RuleBasedStateMachine):
             job.attempts = token
             job.state = "done"
             self.stats["processed"] += 1
-        assert not any(self.ready.values()), f"still ready after the drain: {self.ready}"
+        assert not any(q for n, q in self.ready.items() if n not in self.paused), (
+            f"still ready after the drain: {self._ready()}"
+        )
         # A job falling due at the stop may have been claimed and released unseen (to the
         # front of its list, its attempt counter one up).
         for job in self.jobs.values():
@@ -577,6 +585,17 @@ class QueueModel(RuleBasedStateMachine):
         if job.unique is not None and self.unique_held.get(job.unique) == job.id:
             del self.unique_held[job.unique]
             self.unique_unknown.discard(job.unique)
+
+    def pause(self, data: st.DataObject) -> None:
+        """The client pauses a name (no claims of it anywhere), or unpauses it."""
+        name = data.draw(st.sampled_from(NAMES), "name")
+        if name in self.paused:
+            self.queue.client.unpause(name)
+            self.paused.discard(name)
+        else:
+            self.queue.client.pause(name)
+            self.paused.add(name)
+        TALLY["pause or unpause"] += 1
 
     # -- the check after every step ---------------------------------------------------------
 
@@ -694,7 +713,7 @@ class QueueModel(RuleBasedStateMachine):
             )
             assert got == want, f"{name}: backend (ready, sched, retry, run, dead) {got}, {want}"
             assert want[0] == len(self.ready.get(name, ())), self._ready()
-            assert info is None or not info.paused
+            assert (info is not None and info.paused) == (name in self.paused), (name, info)
         alive = sum(1 for j in self.jobs.values() if j.state != "done")
         assert alive == sum(
             q.ready + q.scheduled + q.retry + q.running + q.dead for q in infos.values()
@@ -717,7 +736,9 @@ class QueueModel(RuleBasedStateMachine):
 
 # Actions by weight: one rule that picks among them keeps the mix steady with few examples
 # (hypothesis's rule choice with a dozen rules and a dozen examples leaves whole rules out).
-ACTIONS = ("enqueue",) * 4 + ("claim",) * 3 + ("finish",) * 3 + ("advance", "drain", "repair")
+ACTIONS = ("enqueue",) * 4 + ("claim",) * 3 + ("finish",) * 3 + (
+    "advance", "drain", "repair", "pause",
+)
 
 
 class MemoryModel(QueueModel):
@@ -835,4 +856,4 @@ def model_redis(aof_redis: RedisServer, tmp_path: Path) -> Iterator[type[RedisMo
 
 
 def test_the_queue_on_redis_agrees_with_its_model(model_redis: type[RedisModel]) -> None:
-    run_model(model_redis, examples=16)
+    run_model(model_redis, examples=20)
