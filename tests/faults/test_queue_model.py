@@ -248,7 +248,7 @@ TALLY = collections.Counter[str]()
 
 
 class QueueModel(RuleBasedStateMachine):
-    """The queue's model; subclasses say which backend (and add Redis's own rules)."""
+    """The queue's model; subclasses say which backend (Redis adds crash and restart)."""
 
     url: str
     redis: RedisServer | None = None
