@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue all
+.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue soak all
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
+	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "hypothesis>=6.100" "ruff>=0.5" "mypy>=1.10" \
 		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
 
 build-dev: install
@@ -105,3 +105,9 @@ bench-queue: $(BENCH_PY)
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PYO3_PYTHON=$(abspath $(BENCH_PY)) \
 		$(BENCH_VENV)/bin/maturin develop --release --quiet
 	$(BENCH_PY) benches/bench_queue.py $(BENCH_ARGS)
+
+# Fault-matrix row 21: a million jobs through 4 worker processes under kill -9, CLIENT KILL and a
+# Redis restart, with a ledger outside Redis as the truth (a few minutes; its own redis-server).
+# `make soak SOAK_ARGS="--jobs 100000 --fsync everysec"` passes options through.
+soak: build-dev
+	$(PY) benches/soak.py $(SOAK_ARGS)
