@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 
-.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue screenshots all
+.PHONY: install build-dev demo test test-quick test-faults test-rust test-python lint format wheel sdist bench bench-queue soak screenshots all
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -13,7 +13,7 @@ $(PY):
 # playwright drives Debian's chromium (/usr/bin/chromium) in the dashboard's browser tests; its
 # own browser download (`playwright install`) is never used.
 install: $(PY)
-	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" "mypy>=1.10" \
+	$(PY) -m pip install -q "maturin>=1.9.3,<2" "pytest>=7" "pytest-timeout>=2" "hypothesis>=6.100" "ruff>=0.5" "mypy>=1.10" \
 		"prometheus-client>=0.17" "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" "playwright>=1.40"
 
 build-dev: install
@@ -87,6 +87,7 @@ bench: build-dev
 	$(PY) benches/bench_interval.py
 	$(PY) benches/bench_scale.py
 	$(PY) benches/bench_latency.py
+	$(PY) benches/bench_executor.py
 
 all: lint test
 
@@ -111,3 +112,9 @@ bench-queue: $(BENCH_PY)
 	VIRTUAL_ENV=$(abspath $(BENCH_VENV)) PYO3_PYTHON=$(abspath $(BENCH_PY)) \
 		$(BENCH_VENV)/bin/maturin develop --release --quiet
 	$(BENCH_PY) benches/bench_queue.py $(BENCH_ARGS)
+
+# Fault-matrix row 21: a million jobs through 4 worker processes under kill -9, CLIENT KILL and a
+# Redis restart, with a ledger outside Redis as the truth (a few minutes; its own redis-server).
+# `make soak SOAK_ARGS="--jobs 100000 --fsync everysec"` passes options through.
+soak: build-dev
+	$(PY) benches/soak.py $(SOAK_ARGS)

@@ -10,25 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from support import poll_until
+from support import apoll_until, poll_until
 
 import workhorse as wh
 
 # Teardown must never hang a run: a worker left with a stuck handler gets this long to drain.
 STOP_TIMEOUT = 2.0
-
-
-async def apoll_until(
-    pred: Callable[[], object], timeout: float = 2.0, interval: float = 0.002
-) -> bool:
-    """poll_until for coroutines: yields to the event loop between looks."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
 
 
 class Tracker:

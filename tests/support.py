@@ -1,8 +1,5 @@
-"""Helpers shared by the tests: run an adapted handler without a Worker, poll a condition.
-
-Import them from here (`from support import poll_until`), never `from conftest import ...`:
-tests/faults has a conftest.py of its own, and whichever is imported first is `conftest`.
-"""
+"""Helpers shared by the tests: deadline-bounded polling, and running an adapted handler without
+a Worker (the adapter tests)."""
 
 from __future__ import annotations
 
@@ -24,6 +21,19 @@ def poll_until(pred: Callable[[], object], timeout: float = 2.0, interval: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+async def apoll_until(
+    pred: Callable[[], object], timeout: float = 2.0, interval: float = 0.002
+) -> bool:
+    """poll_until for coroutines: yields to the event loop between looks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
 
 
 def run(handler: Handler, job: Job) -> Status:

@@ -360,3 +360,91 @@ def test_a_failing_initializer_breaks_the_pool():
 def test_initializer_must_be_callable():
     with pytest.raises(TypeError, match="initializer"):
         wh.Executor(initializer=42)  # type: ignore[arg-type]
+
+
+def test_wait_first_exception_returns_at_the_failing_future(make_executor):
+    executor = make_executor(2)
+    release = threading.Event()
+    slow = executor.submit(release.wait, 5)
+    failing = executor.submit(lambda: 1 / 0)
+    done, not_done = cf.wait([slow, failing], timeout=5, return_when=cf.FIRST_EXCEPTION)
+    assert failing in done and slow in not_done
+    assert isinstance(failing.exception(), ZeroDivisionError)
+    release.set()
+    done, not_done = cf.wait([slow, failing], timeout=5)
+    assert not not_done
+
+
+def test_as_completed_yields_futures_as_they_finish_and_honours_its_timeout(make_executor):
+    executor = make_executor(2)
+    release = threading.Event()
+    slow = executor.submit(release.wait, 5)
+    quick = executor.submit(lambda: "quick")
+    seen = []
+    with pytest.raises(cf.TimeoutError):
+        for future in cf.as_completed([slow, quick], timeout=0.3):
+            seen.append(future)
+    assert seen == [quick]
+    release.set()
+    assert list(cf.as_completed([slow], timeout=5)) == [slow]
+    # as_completed removed its waiters again: completion later notifies nobody stale.
+    assert not slow._waiters and not quick._waiters
+
+
+def test_a_cancelled_pending_future_is_reported_by_wait_and_as_completed(make_executor):
+    executor = make_executor(1)
+    release = threading.Event()
+    blocker = executor.submit(release.wait, 5)
+    pending = executor.submit(lambda: "never")
+    assert pending.cancel()
+    # As with ThreadPoolExecutor, wait() counts it once the executor has seen the cancel.
+    release.set()
+    done, not_done = cf.wait([pending], timeout=5)
+    assert pending in done and pending.cancelled()
+    assert blocker.result(5) is True
+    assert list(cf.as_completed([pending], timeout=1)) == [pending]
+
+
+def test_threads_blocked_in_result_and_exception_wake_when_the_call_ends(make_executor):
+    executor = make_executor(1)
+    release = threading.Event()
+    ok = executor.submit(lambda: release.wait(5) and "ok")
+    bad = executor.submit(lambda: 1 / 0)
+    got: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(ok.result(5))),
+        threading.Thread(target=lambda: got.append(type(bad.exception(5)).__name__)),
+        threading.Thread(target=lambda: got.append(ok.exception(5))),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)  # let them block
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert sorted(map(str, got)) == ["None", "ZeroDivisionError", "ok"]
+    with pytest.raises(ZeroDivisionError):
+        bad.result()
+
+
+def test_futures_of_several_executors_mix_with_stdlib_futures_in_wait(make_executor):
+    # wait() takes every future's lock in turn; ours share one re-entrant lock, the stdlib's
+    # have one each: mixed lists work, in either order.
+    ours = [make_executor(2).submit(int, i) for i in range(20)]
+    with cf.ThreadPoolExecutor(2) as tpe:
+        theirs = [tpe.submit(int, i) for i in range(20)]
+        done, not_done = cf.wait(ours + theirs, timeout=5)
+        assert not not_done and len(done) == 40
+        results = sorted(f.result() for f in cf.as_completed(theirs + ours, timeout=5))
+    assert results == sorted(list(range(20)) * 2)
+
+
+def test_asyncio_can_await_an_executor_future(make_executor, run_async):
+    import asyncio
+
+    executor = make_executor(2)
+
+    async def main():
+        return await asyncio.wrap_future(executor.submit(lambda: 41 + 1))
+
+    assert run_async(main()) == 42

@@ -423,6 +423,15 @@ def test_start_is_idempotent_and_returns_the_worker(make_worker):
     assert worker.start() is worker
 
 
+def test_wait_returns_false_on_timeout_and_true_once_stopped(make_worker):
+    worker = make_worker().start()
+    assert worker.wait(0.01) is False
+    assert worker.failed is None
+    threading.Timer(0.05, worker.stop).start()
+    assert worker.wait(5) is True
+    assert worker.wait(0) is True  # and stays so
+
+
 def test_context_manager_starts_and_stops(make_worker):
     worker = make_worker()
     worker.register("ok", lambda job: None)

@@ -24,6 +24,7 @@ from workhorse.errors import (
     InvalidHandler,
     QueueError,
     UnknownHandler,
+    WorkerFailed,
     WorkerStopped,
 )
 from workhorse.execution import Execution, Schedule
@@ -79,6 +80,7 @@ __all__ = [
     "Trace",
     "UnknownHandler",
     "Worker",
+    "WorkerFailed",
     "WorkerPool",
     "WorkerStopped",
     "adapt",

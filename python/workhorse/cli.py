@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from workhorse.errors import QueueError
+from workhorse.errors import QueueError, WorkerFailed
 from workhorse.queue import Queue
 from workhorse.worker import Worker
 
@@ -36,8 +36,12 @@ DEFAULT_WEB_PORT = 5040  # workhorse.web.DEFAULT_PORT, without importing the das
 
 __all__ = ["main"]
 
-# Exit codes: 1 the queue failed or is unreachable, 2 the command line was wrong (argparse's).
-EXIT_QUEUE, EXIT_USAGE = 1, 2
+# Exit codes: 1 the queue failed or is unreachable, 2 the command line was wrong (argparse's),
+# 70 (EX_SOFTWARE) the worker's core failed: its queue consumer died, so it exits to be restarted.
+EXIT_QUEUE, EXIT_USAGE, EXIT_FAILED = 1, 2, 70
+# How long a failed worker waits for its cancelled runs before it exits: the bound on the whole
+# exit (within 5 s of the failure, RELIABILITY.md row 20) keeps room for the interpreter's exit.
+FAILED_STOP_TIMEOUT = 2.0
 
 
 class CommandError(Exception):
@@ -382,7 +386,10 @@ def _worker(args: argparse.Namespace, queue: Queue) -> int:
     log = logging.getLogger("workhorse")
     if args.burst:
         worker.start()
-        worker.drain()
+        try:
+            worker.drain()
+        except WorkerFailed:
+            return _failed(worker)
         return 0 if worker.stop(timeout=worker._grace + 5) else EXIT_QUEUE
     stop = threading.Event()
     signals = 0
@@ -401,9 +408,17 @@ def _worker(args: argparse.Namespace, queue: Queue) -> int:
     worker.start()
     log.info("%s claiming %s from %s", worker.name, sorted(worker._handlers), queue.url)
     while not stop.wait(0.2):
-        pass
+        if worker.failed is not None:
+            return _failed(worker)
     clean = worker.stop(timeout=worker._grace + 5)
     return 0 if clean else EXIT_QUEUE
+
+
+def _failed(worker: Worker) -> int:
+    # The worker logged the failure (CRITICAL); its running jobs were cancelled. Give them a
+    # moment to end and be released, then exit so that a supervisor restarts the process.
+    worker.stop(timeout=FAILED_STOP_TIMEOUT)
+    return EXIT_FAILED
 
 
 # -- web ------------------------------------------------------------------------------------------

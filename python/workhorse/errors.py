@@ -11,6 +11,7 @@ __all__ = [
     "InvalidHandler",
     "QueueError",
     "UnknownHandler",
+    "WorkerFailed",
     "WorkerStopped",
 ]
 
@@ -32,3 +33,10 @@ class UnknownHandler(KeyError):
 
 class WorkerStopped(RuntimeError):
     """The worker was stopped (or never started) before the execution could begin."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker's queue consumer died (a panic in the core): it claims no more jobs.
+
+    Raised by `Worker.wait()` and `Worker.drain()`, kept as `Worker.failed`. The process should
+    exit and be restarted; `workhorse worker` does so with exit code 70."""

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from workhorse import _checks
@@ -157,6 +157,39 @@ class Execution:
 def _resolve(fut: asyncio.Future[Status], status: Status) -> None:
     if not fut.done():
         fut.set_result(status)
+
+
+def finish_unstarted(records: Iterable[object], error: BaseException) -> None:
+    """Resolve executions that never started (a stop) as UNAVAILABLE with `error`, and end their
+    schedules: what `_finish` does for one, with one wake-up of the waiters for all of them.
+    Records that are not Executions (Executor calls: Futures) are cancelled instead."""
+    status = Status.UNAVAILABLE
+    notify = False
+    for ex in records:
+        if type(ex) is not Execution:
+            ex.cancel()  # type: ignore[attr-defined]
+            continue
+        ex._status = status
+        ex.error = error
+        ex._done = True
+        if ex._waiters:
+            notify = True
+        futures = ex._futures
+        if futures:
+            for fut in futures:
+                try:
+                    fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+                except RuntimeError:
+                    pass  # the awaiter's event loop is closed: nobody is left to tell
+        schedule = ex.schedule
+        if schedule is not None:
+            ex.schedule = None
+            schedule._ended = True
+            if schedule._waiters:
+                notify = True
+    if notify:
+        with _done_cond:
+            _done_cond.notify_all()
 
 
 class Schedule:

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from workhorse import _checks, _core
 from workhorse._future import LazyFuture
 from workhorse.adapters.keys import REQUEST_ID as REQUEST_ID_KEY
-from workhorse.errors import InvalidHandler, UnknownHandler, WorkerStopped
-from workhorse.execution import Execution, Schedule
+from workhorse.errors import InvalidHandler, UnknownHandler, WorkerFailed, WorkerStopped
+from workhorse.execution import Execution, Schedule, finish_unstarted
 from workhorse.job import Context, Job, Session
 from workhorse.middleware import (
     Adapter,
@@ -197,6 +197,10 @@ class Worker:
         self._queue_running: dict[str, QueueJob] = {}
         self._queue_task_of: dict[str, asyncio.Task[None]] = {}
         self._grace_over = False
+        # Set when the queue consumer died (a panic in the core); `_changed` is set by that and
+        # by stop, for wait().
+        self._failed: WorkerFailed | None = None
+        self._changed = threading.Event()
         self._periodic: list[tuple[str, str, str]] = []
         # The job names claimed from the queue (None: every name with a handler).
         self._claim_only: set[str] | None = None
@@ -279,6 +283,8 @@ class Worker:
         names = set(self._handlers) if self._claim_only is None else self._claim_only
         end = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self._failed is not None:
+                raise self._failed
             busy = any(
                 q.running or (q.ready and not q.paused)
                 for q in self._queue.client.queues()
@@ -368,10 +374,14 @@ class Worker:
     def _watch_leases(self) -> None:
         # The consumer could not renew these runs' leases: another worker may run them now and
         # their results will be refused, so they are told to stop (ctx.cancelled; async ones
-        # are cancelled).
+        # are cancelled). Also hears of a consumer that died (see _fail).
         core = self._core
         while True:
             lost = core.wait_lost(_TAKE_TIMEOUT)
+            failure = core.queue_failure
+            if failure is not None:
+                self._fail(failure)
+                return
             if lost is None:
                 return
             for job_id, token in lost:
@@ -382,16 +392,41 @@ class Worker:
                     "%s: lost the lease of job %s (%s); cancelling it", self.name, job_id, job.name
                 )
                 job._lease_lost = True  # its outcome is a release, whatever the handler returns
-                ctx = job._ctx
-                if ctx is not None:
-                    ctx.cancel()
-                task = self._queue_task_of.get(job_id)
-                loop = self._loop
-                if task is not None and loop is not None and not loop.is_closed():
-                    try:
-                        loop.call_soon_threadsafe(task.cancel)
-                    except RuntimeError:
-                        pass
+                self._cancel_queued(job)
+
+    def _cancel_queued(self, job: QueueJob) -> None:
+        ctx = job._ctx
+        if ctx is not None:
+            ctx.cancel()
+        task = self._queue_task_of.get(job.id)
+        loop = self._loop
+        if task is not None and loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
+
+    def _fail(self, failure: str) -> None:
+        # The core's queue consumer or lease renewer died (RELIABILITY.md row 20). Idling on
+        # would look alive and claim nothing, and the leases of the runs going now are no longer
+        # renewed: so every queue lane stops claiming, the running queued jobs are cancelled
+        # (released when they end cancelled; the core still sends their outcomes, fenced) and
+        # wait()/drain() raise, so that the process exits and is restarted.
+        running = list(self._queue_running.values())
+        self._failed = WorkerFailed(f"{self.name}: {failure}; it claims no more jobs")
+        self.logger.critical(
+            "%s: %s. It claims no more jobs; its %d running queued jobs are cancelled and "
+            "released. Restart the process (`workhorse worker` exits with code 70).",
+            self.name,
+            failure,
+            len(running),
+        )
+        for key, rep in list(self._repeat.items()):
+            if rep.schedule.kind == "queue":
+                self._core.cancel(key)
+        for job in running:
+            self._cancel_queued(job)
+        self._changed.set()
 
     def _ensure_started(self) -> None:
         if not self._started or self._stopped:
@@ -480,16 +515,13 @@ class Worker:
             if self._stopped:
                 return False
             self._stopped = True
+        self._changed.set()
         self._core.close()
         # Whatever one-shot record is left never started: it was due, or a timer still pending.
-        unstarted = list(self._once.values())
-        self._once.clear()
+        # A thread that took a key before close() finds nothing under it and skips it.
+        unstarted, self._once = self._once, {}
         stopped = WorkerStopped(f"{self.name} stopped before these executions started")
-        for rec in unstarted:
-            if isinstance(rec, _Call):
-                rec.cancel()
-            else:
-                rec._finish(Status.UNAVAILABLE, stopped)
+        finish_unstarted(unstarted.values(), stopped)
         if unstarted:
             self.logger.warning(
                 "%s stopped with %d executions not started", self.name, len(unstarted)
@@ -608,6 +640,21 @@ class Worker:
     def running(self) -> int:
         """Executions in flight."""
         return int(self._core.in_flight)
+
+    @property
+    def failed(self) -> WorkerFailed | None:
+        """Why the worker's queue consumer died (a panic in the core), or None."""
+        return self._failed
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker is stopped (True) or `timeout` seconds pass (False); raises
+        WorkerFailed once its queue consumer has died, so a process that only waits on its
+        worker exits instead of idling."""
+        timeout = _checks.timeout(timeout)
+        stopped = self._changed.wait(timeout)
+        if self._failed is not None:
+            raise self._failed
+        return stopped
 
     def stats(self) -> dict[str, Any]:
         """Counts by status, in-flight and scheduled figures."""
@@ -987,10 +1034,12 @@ class Worker:
         try:
             if ctx is not None:
                 status = ctx.status
-                # Cancelled past the grace at stop, or because its lease was lost: the work was
-                # cut short, so the job goes back (an ack the backend refuses if another worker
-                # took it meanwhile).
-                released = job._lease_lost or (self._grace_over and ctx._cancelled)
+                # Cancelled past the grace at stop, because its lease was lost or because the
+                # queue consumer died: the work was cut short, so the job goes back (an ack the
+                # backend refuses if another worker took it meanwhile).
+                released = job._lease_lost or (
+                    (self._grace_over or self._failed is not None) and ctx._cancelled
+                )
                 outcome = outcome_of(job, ctx, options, released)
         finally:
             self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)

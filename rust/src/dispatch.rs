@@ -124,6 +124,9 @@ pub(crate) struct Inner {
     /// cancel (`wait_lost`). Apart from `state`: a consumer never waits on the executors' lock.
     lost: Mutex<Vec<(String, u64)>>,
     lost_cv: Condvar,
+    /// Why a queue lane failed (a panic in its consumer or renewer), for Python; set under
+    /// `lost`'s lock so that `wait_lost` wakes for it.
+    failure: Mutex<Option<String>>,
 }
 
 fn lane_of(is_async: bool) -> usize {
@@ -159,6 +162,7 @@ impl Inner {
             idle: Condvar::new(),
             lost: Mutex::new(Vec::new()),
             lost_cv: Condvar::new(),
+            failure: Mutex::new(None),
         })
     }
 
@@ -167,6 +171,57 @@ impl Inner {
         let mut st = self.state.lock();
         st.consumers = st.consumers.saturating_sub(1);
         self.idle.notify_all();
+    }
+
+    /// The queue consumer of entry `key` (or its lease renewer) died: nothing more is claimed
+    /// (the entry ends), its claimed jobs that have not started go back to the queue through
+    /// the ack channel, and Python learns why from `wait_lost`/`queue_failure` (it cancels the
+    /// runs still going, whose leases nobody renews now).
+    pub(crate) fn queue_failed(&self, key: u64, what: String) {
+        {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            self.release_unstarted(st, Some(key));
+            self.end_source(st, key);
+            self.admit(st);
+            if st.in_flight == 0 {
+                self.idle.notify_all();
+            }
+        }
+        let _lost = self.lost.lock();
+        self.failure.lock().get_or_insert(what);
+        self.lost_cv.notify_all();
+    }
+
+    /// Send claimed jobs that never started (due, or ready and not taken) back to their queue,
+    /// unattempted: all of them, or only entry `only`'s.
+    fn release_unstarted(&self, st: &mut State, only: Option<u64>) {
+        let ours = |r: &Ready| r.claim.is_some() && only.is_none_or(|k| r.key == k);
+        let (claims, due): (VecDeque<Ready>, VecDeque<Ready>) = st.due.drain(..).partition(ours);
+        st.due = due;
+        let ready_claims: Vec<Ready> = [SYNC, ASYNC]
+            .into_iter()
+            .flat_map(|lane| {
+                let (claims, rest): (VecDeque<Ready>, VecDeque<Ready>) =
+                    st.ready[lane].drain(..).partition(ours);
+                st.ready[lane] = rest;
+                claims
+            })
+            .collect();
+        st.in_flight = st.in_flight.saturating_sub(ready_claims.len());
+        for r in claims.into_iter().chain(ready_claims) {
+            let claim = r.claim.expect("partitioned on claim");
+            let ack = Ack {
+                id: claim.job.id,
+                name: claim.job.name,
+                token: claim.token,
+                outcome: Outcome::Release,
+            };
+            self.ack(st, r.key, ack);
+            if let Some(entry) = st.entries.get_mut(&r.key) {
+                entry.outstanding = entry.outstanding.saturating_sub(1);
+            }
+        }
     }
 
     /// A consumer lost the lease of a run it held: its result will be refused, so Python
@@ -866,14 +921,15 @@ impl Dispatcher {
     }
 
     /// Queued runs whose lease was lost, waiting up to `timeout` s with the GIL released; None
-    /// once the dispatcher is closed and nothing more can run.
+    /// once the dispatcher is closed and nothing more can run. Returns at once (perhaps with
+    /// none) once a queue lane has failed: see `queue_failure`.
     fn wait_lost(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<(String, u64)>>> {
         let timeout = timeout_arg("timeout", timeout)?;
         let inner = self.inner.clone();
         Ok(py.detach(move || {
             let until = Instant::now() + crate::runtime::capped_duration(timeout);
             let mut lost = inner.lost.lock();
-            while lost.is_empty() {
+            while lost.is_empty() && inner.failure.lock().is_none() {
                 if Inner::finished(&inner.state.lock()) {
                     return None;
                 }
@@ -907,32 +963,7 @@ impl Dispatcher {
             }
             st.closed = true;
             // Claimed queued jobs that never started go back to their queue, unattempted.
-            let (claims, due): (VecDeque<Ready>, VecDeque<Ready>) =
-                st.due.drain(..).partition(|r| r.claim.is_some());
-            st.due = due;
-            let ready_claims: Vec<Ready> = [SYNC, ASYNC]
-                .into_iter()
-                .flat_map(|lane| {
-                    let (claims, rest): (VecDeque<Ready>, VecDeque<Ready>) =
-                        st.ready[lane].drain(..).partition(|r| r.claim.is_some());
-                    st.ready[lane] = rest;
-                    claims
-                })
-                .collect();
-            st.in_flight = st.in_flight.saturating_sub(ready_claims.len());
-            for r in claims.into_iter().chain(ready_claims) {
-                let claim = r.claim.expect("partitioned on claim");
-                let ack = Ack {
-                    id: claim.job.id,
-                    name: claim.job.name,
-                    token: claim.token,
-                    outcome: Outcome::Release,
-                };
-                self.inner.ack(st, r.key, ack);
-                if let Some(entry) = st.entries.get_mut(&r.key) {
-                    entry.outstanding = entry.outstanding.saturating_sub(1);
-                }
-            }
+            self.inner.release_unstarted(st, None);
             let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) =
                 st.due.drain(..).partition(|r| r.payload.is_some());
             st.due = keep;
@@ -1014,6 +1045,13 @@ impl Dispatcher {
     #[getter]
     fn closed(&self) -> bool {
         self.inner.state.lock().closed
+    }
+
+    /// Why this dispatcher's queue consumer died (a panic in it or in its lease renewer), or
+    /// None: a failed lane claims nothing more.
+    #[getter]
+    fn queue_failure(&self) -> Option<String> {
+        self.inner.failure.lock().clone()
     }
 
     /// Figures of the core, read at scrape time by the Prometheus collector. Copied under the

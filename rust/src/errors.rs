@@ -56,12 +56,17 @@ static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// no Python frame to raise it in).
 pub(crate) fn report_panic(place: &str, panic: &(dyn std::any::Any + Send)) {
     PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let what = panic
+    let what = panic_message(panic);
+    eprintln!("workhorse: internal error in the core's {place} (please report it): {what}");
+}
+
+/// What a panic said (its message, when it has one).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    eprintln!("workhorse: internal error in the core's {place} (please report it): {what}");
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Panics of the core's background threads and tasks so far.

@@ -6,6 +6,7 @@
 mod channel;
 mod dispatch;
 mod errors;
+mod failpoints;
 mod onramp;
 mod queue;
 mod runtime;

@@ -7,12 +7,17 @@ of each test's own, and a ledger outside Redis as the ground truth.
   pid, lease token where the test needs it, phase ("start", "end", ...) and wall time. Appends of
   one short line with O_APPEND are atomic, so several processes share one file.
 - Short parameters: lease L, reaper period R, grace G; the recovery bound is B = L + R + 2 s.
+- Failpoints (rust/src/failpoints.rs) crash or panic a worker at a named place in the core:
+  `env={"WORKHORSE_FAILPOINTS": "after_claim=exit"}`; `fired_at` reads when one fired from the
+  process's stderr. `app.gate(name)` in a holder's `extra` parks it, started up and connected,
+  until the test calls `app.open_gate(name)`: its start is then not the test's slowest step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -43,6 +48,11 @@ APP = textwrap.dedent(
         finally:
             os.close(fd)
 
+    def gate(name):
+        open(name + ".ready", "w").close()
+        while not os.path.exists(name + ".go"):
+            time.sleep(0.001)
+
     def make(concurrency=4, queue=None):
         worker = wh.Worker(concurrency=concurrency, queue=queue, grace=float(
             os.environ.get("GRACE", "0.5")))
@@ -50,7 +60,10 @@ APP = textwrap.dedent(
         @worker.handler("slow", max_fails=int(os.environ.get("MAX_FAILS", "5")))
         def slow(job):
             note(job, "start")
-            deadline = time.monotonic() + job.args.get("seconds", 0)
+            seconds = job.args.get("seconds", 0)
+            if job.fails:  # a re-run may be told to be quick
+                seconds = job.args.get("retry_seconds", seconds)
+            deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not job.ctx.cancelled:
                 time.sleep(0.01)
             note(job, "end", cancelled=job.ctx.cancelled)
@@ -95,6 +108,13 @@ class App:
     def phases(self, phase: str) -> list[dict[str, Any]]:
         return [e for e in self.ledger() if e["phase"] == phase]
 
+    def gated(self, name: str) -> bool:
+        """Whether the holder parked by `app.gate(name)` got there (started and connected)."""
+        return (self.cwd / f"{name}.ready").exists()
+
+    def open_gate(self, name: str) -> None:
+        (self.cwd / f"{name}.go").touch()
+
     def command(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """`workhorse worker app:make` as a subprocess (its own stdout/stderr pipes)."""
         return subprocess.Popen(
@@ -134,6 +154,13 @@ class App:
             """,
             **popen,
         )
+
+
+def fired_at(stderr: str, name: str) -> float:
+    """The wall time failpoint `name` fired at, from the line the core writes to stderr first."""
+    found = re.findall(rf"workhorse: failpoint {name}: \S+ at ([0-9.]+)", stderr)
+    assert found, f"failpoint {name} never fired:\n{stderr[-2000:]}"
+    return float(found[0])
 
 
 def reap(proc: subprocess.Popen[Any]) -> None:

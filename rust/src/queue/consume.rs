@@ -4,15 +4,24 @@
 //!
 //! It ends once the dispatcher closed its entry and every claimed job was acked (the entry drops
 //! the ack channel's sender when its last execution completes), then says goodbye to the pool.
+//!
+//! A panic in the loop or in its lease renewer is not survived quietly (RELIABILITY.md row 20):
+//! a process that looks alive but claims nothing, or claims jobs whose leases nobody renews, is
+//! worse than one that exits. The supervisor stops the other task, fails the lane in the
+//! dispatcher (the entry ends, claimed jobs not started are released, Python is told and cancels
+//! the runs still going; `workhorse worker` exits 70), and sends the outcomes of the runs that
+//! end afterwards, fenced like every ack.
 
 use super::{Ack, Claim, Outcome, Pool, Store, Wanted};
 use crate::dispatch::Inner;
+use crate::failpoints::failpoint;
 use crate::runtime::handle;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinHandle};
 
 /// Heartbeats of a worker pool, for the client and dashboard.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -31,7 +40,7 @@ pub(crate) struct Consumer {
     pub pool: Pool,
 }
 
-/// Start the consumer loop of dispatcher entry `key`; a panic in it is reported and counted.
+/// Start the consumer loop of dispatcher entry `key`, its lease renewer and their supervisor.
 pub(crate) fn spawn(
     inner: Arc<Inner>,
     key: u64,
@@ -40,15 +49,99 @@ pub(crate) fn spawn(
     wake: Arc<Notify>,
 ) {
     let runtime = handle();
-    let task = runtime.spawn(run(inner.clone(), key, consumer, acks, wake));
-    runtime.spawn(async move {
-        if let Err(err) = task.await {
-            if err.is_panic() {
-                crate::errors::report_panic("queue consumer", err.into_panic().as_ref());
+    // Claims handed to the dispatcher and not yet acked: their leases are renewed by a task of
+    // their own, so a backend call of the loop that hangs (Redis paused) never delays them.
+    let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
+    let renewer = runtime.spawn(renew_loop(
+        inner.clone(),
+        consumer.store.clone(),
+        consumer.lease,
+        held.clone(),
+    ));
+    let salvage = Salvage {
+        store: consumer.store.clone(),
+        lease: consumer.lease,
+        pool: consumer.pool.clone(),
+        acks: acks.clone(),
+    };
+    let task = runtime.spawn(run(inner.clone(), key, consumer, acks, wake, held));
+    runtime.spawn(supervise(inner, key, task, renewer, salvage));
+}
+
+/// Wait for the consumer loop to end (a stop) and stop the renewer then; if either task dies
+/// first, fail the lane and salvage what can be.
+async fn supervise(
+    inner: Arc<Inner>,
+    key: u64,
+    mut consumer: JoinHandle<()>,
+    mut renewer: JoinHandle<()>,
+    salvage: Salvage,
+) {
+    let failure = tokio::select! {
+        ended = &mut consumer => {
+            renewer.abort();
+            ended.err().map(|err| failure("queue consumer", err))
+        }
+        ended = &mut renewer => {
+            consumer.abort();
+            Some(match ended {
+                Ok(()) => "the core's lease renewer ended".to_string(),
+                Err(err) => failure("lease renewer", err),
+            })
+        }
+    };
+    if let Some(what) = failure {
+        inner.queue_failed(key, what);
+        salvage.run().await;
+    }
+    inner.consumer_done();
+}
+
+/// A task that ended with an error: reported (and counted) if it panicked; what to tell Python.
+fn failure(place: &str, err: JoinError) -> String {
+    if !err.is_panic() {
+        return format!("the core's {place} was cancelled");
+    }
+    let panic = err.into_panic();
+    crate::errors::report_panic(place, panic.as_ref());
+    format!(
+        "panic in the core's {place}: {}",
+        crate::errors::panic_message(panic.as_ref())
+    )
+}
+
+/// What a failed lane still does: send the outcomes of runs that end after the failure (Python
+/// cancels them, so most are releases), fenced like every ack, until the dispatcher closes the
+/// channel (the entry's last run ended); then leave the pool list.
+struct Salvage {
+    store: Store,
+    lease: f64,
+    pool: Pool,
+    acks: flume::Receiver<Ack>,
+}
+
+impl Salvage {
+    async fn run(self) {
+        while let Ok(first) = self.acks.recv_async().await {
+            let mut batch = vec![first];
+            batch.extend(self.acks.try_iter());
+            let since = Instant::now();
+            let mut backoff = ERROR_BACKOFF.0;
+            while let Err(err) = self.store.finish(batch.clone()).await {
+                if since.elapsed().as_secs_f64() >= self.lease {
+                    eprintln!(
+                        "workhorse: could not ack {} jobs after the consumer failed ({err:?}); \
+                         they will run again once their lease expires",
+                        batch.len()
+                    );
+                    break;
+                }
+                backoff = sleep_backoff(backoff).await;
             }
         }
-        inner.consumer_done();
-    });
+        let goodbye = self.store.heartbeat(self.pool, false);
+        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+    }
 }
 
 async fn run(
@@ -57,17 +150,9 @@ async fn run(
     c: Consumer,
     acks: flume::Receiver<Ack>,
     wake: Arc<Notify>,
+    held: Arc<Mutex<HashMap<String, Held>>>,
 ) {
     let mut waiter = c.store.waiter();
-    // Claims handed to the dispatcher and not yet acked: their leases are renewed by a task of
-    // their own, so a backend call of this loop that hangs (Redis paused) never delays them.
-    let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
-    let renewer = handle().spawn(renew_loop(
-        inner.clone(),
-        c.store.clone(),
-        c.lease,
-        held.clone(),
-    ));
     let mut pending: Vec<Ack> = Vec::new();
     let reap_every = Duration::from_secs_f64(c.reaper_interval.clamp(0.01, 3600.0));
     // Reapers of several processes spread out instead of all looking at once.
@@ -77,11 +162,13 @@ async fn run(
     let mut acks_open = true;
     let mut stopping_since: Option<Instant> = None;
     loop {
+        failpoint!("consume_loop");
         // Finished runs first: they free room and end leases.
         while let Ok(ack) = acks.try_recv() {
             pending.push(ack);
         }
         if !pending.is_empty() {
+            failpoint!("before_ack");
             match c.store.finish(pending.clone()).await {
                 Ok(results) => {
                     let mut held = held.lock();
@@ -181,6 +268,7 @@ async fn run(
                     }
                     continue;
                 }
+                failpoint!("after_claim");
                 let mut held_now = held.lock();
                 for claim in &claims {
                     held_now.insert(
@@ -200,7 +288,6 @@ async fn run(
             }
         }
     }
-    renewer.abort();
     // Leave the pool list; a backend that does not answer does not hold up the stop.
     let goodbye = c.store.heartbeat(c.pool.clone(), false);
     let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
@@ -220,6 +307,7 @@ async fn renew_loop(
     tick.tick().await; // the first tick is at once: nothing is held yet
     loop {
         tick.tick().await;
+        failpoint!("renew");
         for (id, token) in renew(&store, lease, &held).await {
             inner.lease_lost(id, token);
         }
