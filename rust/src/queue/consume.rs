@@ -76,6 +76,8 @@ async fn run(
     let mut backoff = ERROR_BACKOFF.0;
     let mut acks_open = true;
     let mut stopping_since: Option<Instant> = None;
+    // Redis's eviction policy is looked at with the first heartbeat that reaches it.
+    let mut policy_checked = false;
     loop {
         // Finished runs first: they free room and end leases.
         while let Ok(ack) = acks.try_recv() {
@@ -123,7 +125,9 @@ async fn run(
         }
         let now = Instant::now();
         if now >= next_beat {
-            let _ = c.store.heartbeat(c.pool.clone(), true).await;
+            if c.store.heartbeat(c.pool.clone(), true).await.is_ok() && !policy_checked {
+                policy_checked = c.store.check_eviction().await.is_ok();
+            }
             next_beat = now + HEARTBEAT;
         }
         if now >= next_reap {
