@@ -100,6 +100,9 @@ async fn run(
                     backoff = ERROR_BACKOFF.0;
                 }
                 Err(err) => {
+                    // Every run has ended once its entry dropped the last sender (this branch
+                    // loops without reaching the receive below that would notice).
+                    acks_open &= !acks.is_disconnected();
                     if inner.queue_room(key).is_none() && !acks_open {
                         // Stopping, and the backend does not answer: give up after a lease
                         // (by then the reaper hands those jobs on anyway) rather than hang.
