@@ -160,7 +160,8 @@ def test_an_enqueue_whose_reply_is_lost_is_sent_again_and_makes_one_job(
             ids = [client.enqueue("job", {"tag": marker.decode()}, job_id="order-7").id]
             assert ids == ["order-7"]
         else:
-            jobs = client.enqueue_many([("job", {"tag": marker.decode(), "i": i}) for i in range(20)])
+            pairs = [("job", {"tag": marker.decode(), "i": i}) for i in range(20)]
+            jobs = client.enqueue_many(pairs)
             ids = [j.id for j in jobs]
         took = time.monotonic() - t0
         assert proxy.dropped == 1  # Redis applied the call; its reply never came back

@@ -1913,11 +1913,17 @@ mod tests {
         let s = store(&srv);
         run(async {
             let j = job("a");
-            let first = s.enqueue_request(&[j.clone()], "req1").await.unwrap();
+            let first = s
+                .enqueue_request(std::slice::from_ref(&j), "req1")
+                .await
+                .unwrap();
             let c = take(&s, "a", 1, 30.0).await;
             s.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap();
             // The reply was lost, the call sent again (same request): nothing new is stored.
-            let again = s.enqueue_request(&[j.clone()], "req1").await.unwrap();
+            let again = s
+                .enqueue_request(std::slice::from_ref(&j), "req1")
+                .await
+                .unwrap();
             assert_eq!(
                 first[0].as_ref().map(|j| &j.id),
                 again[0].as_ref().map(|j| &j.id)
