@@ -12,10 +12,11 @@
 //! | `{ns}:scheduled`, `{ns}:retry` | zset | `id\|name` by due time |
 //! | `{ns}:dead` | zset | `id\|name` by death time, the newest 10,000 |
 //! | `{ns}:run:<name>` | zset | `id\|token` by lease deadline (ZCARD = running, max_concurrency) |
-//! | `{ns}:runinfo` | hash | id -> worker, token, started_at, max_fails, check-in |
+//! | `{ns}:runinfo` | hash | id -> worker, token, started_at, max_fails, lease, check-in |
 //! | `{ns}:names`, `{ns}:paused` | set | job names seen; paused names |
 //! | `{ns}:u:<key>` | string | the id holding a unique key while it waits |
 //! | `{ns}:cron:<slot>` | string | the id enqueued for a cron slot (expires after a day) |
+//! | `{ns}:enq:<request>` | string | an enqueue call's answer, for that call sent again (short-lived) |
 //! | `{ns}:pools` | hash | worker id -> heartbeat (JSON) |
 //! | `{ns}:stats` | hash | processed, failed, dead, stale_acks, reaped, data_losses |
 //! | `{ns}:epoch` | string | made at the first heartbeat; a new one means Redis lost its data |
