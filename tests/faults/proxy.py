@@ -222,6 +222,11 @@ class Proxy:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    @property
+    def connections(self) -> int:
+        """Connections open now (dead ones included)."""
+        return len(self._conns)
+
     # -- modes ------------------------------------------------------------------------------
 
     def passthrough(self) -> None:

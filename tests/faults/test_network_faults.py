@@ -177,3 +177,22 @@ def test_an_enqueue_whose_reply_is_lost_is_sent_again_and_makes_one_job(
     assert stats["processed"] == 1 + len(ids), stats
     assert [(q.ready, q.running, q.scheduled) for q in client.client.queues()] == [(0, 0, 0)]
     assert "sending it again" in capfd.readouterr().err
+
+
+def test_the_proxy_adds_latency_and_a_cut_connection_is_reopened(proxy: Proxy) -> None:
+    # The proxy's other modes, and the client across them: slower, then back on a new connection.
+    client = wh.Queue.from_url(proxy.url(), namespace="modes", command_timeout=2.0)
+    client.enqueue("job")
+    proxy.latency(0.2)
+    t0 = time.monotonic()
+    client.enqueue("job")
+    assert time.monotonic() - t0 >= 0.35  # the request and its reply each held 0.2 s
+    proxy.passthrough()
+    assert proxy.connections >= 1
+    proxy.cut()
+    assert wait_for(lambda: proxy.connections == 0, 5)
+    accepted = proxy.accepted
+    client.enqueue("job")  # on a new connection (sent again if the first try hit the cut)
+    assert proxy.accepted > accepted
+    (q,) = client.client.queues()
+    assert q.ready == 3
