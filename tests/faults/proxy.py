@@ -216,6 +216,8 @@ class Proxy:
         self._conns.add(conn)
         try:
             await asyncio.gather(conn.upstream(), conn.downstream())
+        except asyncio.CancelledError:
+            pass  # closed at shutdown: ended, not failed (asyncio's server logs failures)
         finally:
             self._conns.discard(conn)
 
@@ -265,10 +267,13 @@ class Proxy:
             self._server.close()
             for conn in list(self._conns):
                 conn.close()
+            # Closed both ways, every connection's task ends by itself; stragglers are cancelled.
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                _done, pending = await asyncio.wait(tasks, timeout=2)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
         if self._loop.is_running():
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
