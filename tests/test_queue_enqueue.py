@@ -252,3 +252,77 @@ def test_aenqueue_rejects_bad_args_with_type_error(queue, run_async):
 
     run_async(main())
     assert info(queue, "x") is None or info(queue, "x").ready == 0
+
+
+# -- job_id: one job per id (RELIABILITY.md row 13) ------------------------------------------------
+
+
+def test_enqueuing_the_same_job_id_twice_makes_one_job(queue, qworker, runs):
+    first = queue.enqueue("send_email", {"to": "a@b.c"}, job_id="order-42")
+    again = queue.enqueue("send_email", {"to": "other@b.c"}, job_id="order-42")
+    assert first.id == again.id == "order-42"
+    # The second call answers the job as stored: its arguments and times are the first's.
+    assert again.args == {"to": "a@b.c"}
+    assert again.enqueued_at == pytest.approx(first.enqueued_at, abs=1e-3)
+    assert info(queue, "send_email").ready == 1
+    worker = qworker()
+    worker.register("send_email", runs.add)
+    assert worker.drain(5)
+    assert [(r["id"], r["args"]) for r in runs.snapshot()] == [("order-42", {"to": "a@b.c"})]
+
+
+def test_a_job_id_is_one_job_across_every_enqueue_variant(queue, run_async):
+    when = time.time() + 100
+    jobs = [
+        queue.enqueue_in("later", 50, {"k": 1}, job_id="j1"),
+        queue.enqueue("later", {"k": 2}, job_id="j1"),
+        queue.enqueue_at("later", when, {"k": 3}, job_id="j1"),
+        queue.enqueue_unique("later", {"k": 4}, job_id="j1"),
+        queue.enqueue_unique_in("later", 5, {"k": 5}, job_id="j1"),
+        queue.enqueue_unique_at("later", when, {"k": 6}, job_id="j1"),
+        queue.enqueue_unique_by_key("later", {"k": 7}, key="x", job_id="j1"),
+        run_async(queue.aenqueue("later", {"k": 8}, job_id="j1")),
+        run_async(queue.aenqueue_at("later", when, {"k": 9}, job_id="j1")),
+        run_async(queue.aenqueue_unique("later", {"k": 10}, job_id="j1")),
+    ]
+    assert {(j.id, j.args["k"]) for j in jobs} == {("j1", 1)}
+    q = info(queue, "later")
+    assert (q.ready, q.scheduled) == (0, 1)
+    # The refused copies took no unique key: an equal unique job is enqueued.
+    assert queue.enqueue_unique("later", {"k": 4}) is not None
+
+
+def test_a_job_id_is_free_again_once_its_job_is_done(queue, qworker, runs):
+    queue.enqueue("report", {"n": 1}, job_id="daily")
+    worker = qworker()
+    worker.register("report", runs.add)
+    assert worker.drain(5)
+    queue.enqueue("report", {"n": 2}, job_id="daily")
+    assert worker.drain(5)
+    assert [r["args"]["n"] for r in runs.snapshot()] == [1, 2]
+
+
+def test_a_dead_job_keeps_its_id(queue, qworker, runs):
+    worker = qworker()
+
+    @worker.handler("fragile", max_fails=1)
+    def fragile(job):
+        runs.add(job)
+        raise RuntimeError("no")
+
+    queue.enqueue("fragile", job_id="f1")
+    assert worker.drain(5)
+    again = queue.enqueue("fragile", job_id="f1")
+    assert again.died_at is not None and again.fails == 1
+    assert info(queue, "fragile").ready == 0 and len(runs) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "a|b", "x" * 257])
+def test_a_bad_job_id_is_a_value_error(queue, bad):
+    with pytest.raises(ValueError, match="job_id"):
+        queue.enqueue("report", job_id=bad)
+
+
+def test_a_job_id_must_be_a_str(queue):
+    with pytest.raises(TypeError, match="job_id"):
+        queue.enqueue("report", job_id=7)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ def test_an_undecodable_payload_goes_dead_with_its_reason(payload, is_async, mak
 
     worker.register("job", handler)
     # Written past the API's checks, as a corrupted store would hold it.
-    queue._core.enqueue([(_core.new_job_id(), "job", payload, 0.0, None, None)])
+    queue._core.enqueue([(_core.new_job_id(), "job", payload, 0.0, None, None, None)])
     good = queue.enqueue("job", {"ok": True})
     assert worker.drain(5)
     worker.stop(2)

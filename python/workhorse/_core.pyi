@@ -44,8 +44,8 @@ def new_job_id() -> str:
 _JobTuple = tuple[
     str, str, str, float, float, int, str | None, float | None, str | None, str | None
 ]
-# (id, name, args JSON, delay, unique key, meta JSON)
-_NewJobTuple = tuple[str, str, str, float, str | None, str | None]
+# (id, name, args JSON, delay, unique key, meta JSON, due time by the backend's clock)
+_NewJobTuple = tuple[str, str, str, float, str | None, str | None, float | None]
 
 @final
 class CronTask:
@@ -57,7 +57,14 @@ class CronTask:
 class QueueCore:
     """A queue backend (memory:// or redis://); every call releases the GIL."""
 
-    def __new__(cls, url: str, namespace: str, lease: float, reaper_interval: float) -> Self: ...
+    def __new__(
+        cls,
+        url: str,
+        namespace: str,
+        lease: float,
+        reaper_interval: float,
+        command_timeout: float = ...,
+    ) -> Self: ...
     def now(self) -> float: ...
     def enqueue(self, jobs: list[_NewJobTuple]) -> list[_JobTuple | None]: ...
     def enqueue_cb(

@@ -249,9 +249,11 @@ def _enqueue(args: argparse.Namespace, queue: Queue) -> Any:
             when = _dt.datetime.fromisoformat(args.at)
         except ValueError:
             raise CommandError(f"--at must be an ISO 8601 time, got {args.at!r}") from None
-        delay = max(0.0, when.timestamp() - time.time())
-    else:
-        delay = args.delay or 0.0
+        # Due by Redis's clock, not this machine's (which may be off).
+        if args.unique:
+            return queue.enqueue_unique_at(args.name, when, job_args)
+        return queue.enqueue_at(args.name, when, job_args)
+    delay = args.delay or 0.0
     if args.unique:
         return queue.enqueue_unique_in(args.name, delay, job_args)
     return queue.enqueue_in(args.name, delay, job_args)

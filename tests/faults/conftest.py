@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from harness import App
+from proxy import Proxy
 from redis_server import REDIS_SERVER, RedisServer
 
 
@@ -36,3 +37,12 @@ def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def app(tmp_path: Path, own_redis: RedisServer) -> App:
     return App(tmp_path, own_redis.url, f"f{time.monotonic_ns()}")
+
+
+@pytest.fixture
+def proxy(own_redis: RedisServer) -> Iterator[Proxy]:
+    """A TCP proxy in front of this test's redis-server (tests/faults/proxy.py): clients that
+    connect to `proxy.url()` go through it, and the test makes it misbehave."""
+    p = Proxy(own_redis.port)
+    yield p
+    p.close()

@@ -15,6 +15,7 @@ of each test's own, and a ledger outside Redis as the ground truth.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -63,14 +64,36 @@ APP = textwrap.dedent(
             seconds = job.args.get("seconds", 0)
             if job.fails:  # a re-run may be told to be quick
                 seconds = job.args.get("retry_seconds", seconds)
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not job.ctx.cancelled:
-                time.sleep(0.01)
+            # On its context, not time.sleep: libfaketime (row 19) makes time.sleep fail when
+            # it leaves the monotonic clock alone.
+            job.ctx.wait_cancelled(seconds)
             note(job, "end", cancelled=job.ctx.cancelled)
 
         return worker
     """
 )
+
+
+# libfaketime (Debian: `apt-get install faketime`; .ci/run installs it), for a process whose wall
+# clock is off (row 19). Its monotonic clock is left alone, so only wall time is skewed.
+FAKETIME_LIB = next(
+    iter(
+        sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+        + sorted(glob.glob("/usr/lib/faketime/libfaketime.so.1"))
+        + sorted(glob.glob("/usr/local/lib/faketime/libfaketime.so.1"))
+    ),
+    None,
+)
+
+
+def skewed(offset: str) -> dict[str, str]:
+    """Environment for a child process whose wall clock is `offset` off ("+60s", "-60s")."""
+    assert FAKETIME_LIB is not None
+    return {
+        "LD_PRELOAD": FAKETIME_LIB,
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 def wait_for(pred: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:

@@ -83,7 +83,12 @@ def outcome_of(job: QueueJob, ctx: Context, opts: HandlerOptions, released: bool
         if status < 400 and kind == "reschedule":
             delay = result.after
             if result.cron is not None:
-                now = time.time()
+                # The next slot by the backend's clock (Redis's TIME), which the delay is
+                # counted from: a worker whose own clock is off still hits the slot.
+                try:
+                    now = job._store.now()
+                except _core.QueueError:
+                    now = time.time()
                 delay = max(0.0, _core.cron_next(result.cron, now) - now)
             args = None if result.args is None else encode_args(result.args)
             return ("reschedule", delay, None, args)

@@ -11,7 +11,6 @@ import asyncio
 import datetime as _dt
 import hashlib
 import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,9 +21,9 @@ from workhorse.queue.job import QueuedJob, queued_job
 
 __all__ = ["Queue"]
 
-# (id, name, args JSON, delay seconds, unique key or None, meta JSON or None): what the core
-# enqueues.
-_NewJob = tuple[str, str, str, float, "str | None", "str | None"]
+# (id, name, args JSON, delay seconds, unique key or None, meta JSON or None, due time or None):
+# what the core enqueues. The due time (enqueue_at) is compared with the backend's clock.
+_NewJob = tuple[str, str, str, float, "str | None", "str | None", "float | None"]
 
 
 def _check_name(name: object) -> str:
@@ -63,9 +62,16 @@ def _canonical(args: str) -> str:
     return json.dumps(json.loads(args), sort_keys=True, separators=(",", ":"))
 
 
-def _delay_until(when: object) -> float:
-    epoch = _checks.epoch(when)
-    return max(0.0, epoch - time.time())
+def _check_job_id(job_id: object) -> str:
+    """A caller's job id: enqueuing an id that is stored already makes no second job."""
+    if job_id is None:
+        return ""  # the core makes one
+    if not isinstance(job_id, str):
+        raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
+    if not job_id or len(job_id) > 256 or "|" in job_id:
+        # '|' separates the id from the name or token in the backend's sets.
+        raise ValueError(f"job_id must be 1 to 256 characters without '|', got {job_id!r}")
+    return job_id
 
 
 class Queue:
@@ -88,18 +94,23 @@ class Queue:
         namespace: str = "workhorse",
         lease: float = 30.0,
         reaper_interval: float = 5.0,
+        command_timeout: float = 5.0,
     ) -> Queue:
         """Open a queue. `memory://` is a new store per call, `memory://NAME` one shared by name
         in this process; `redis://[:password@]host:port/db` (or rediss://) is shared by every
         process using the same namespace. `lease`: seconds a claimed job is held without a
-        renewal before the reaper (every `reaper_interval` s, in every worker) requeues it."""
+        renewal before the reaper (every `reaper_interval` s, in every worker) requeues it.
+        `command_timeout`: seconds a Redis command may wait for its answer; then it fails
+        (QueueError) and its connection is replaced (a half-open one never answers)."""
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}")
         if not isinstance(namespace, str) or not namespace:
             raise TypeError(f"namespace must be a non-empty str, got {namespace!r}")
         lease = _checks.period(lease, "lease")
         reaper_interval = _checks.period(reaper_interval, "reaper_interval")
-        return cls(_core.QueueCore(url, namespace, lease, reaper_interval), url, namespace)
+        command_timeout = _checks.period(command_timeout, "command_timeout")
+        core = _core.QueueCore(url, namespace, lease, reaper_interval, command_timeout)
+        return cls(core, url, namespace)
 
     def __repr__(self) -> str:
         return f"Queue({self.url!r}, namespace={self.namespace!r})"
@@ -108,7 +119,13 @@ class Queue:
 
     @staticmethod
     def _row(
-        name: object, args: object, delay: float = 0.0, unique: bool = False, key: Any = None
+        name: object,
+        args: object,
+        delay: float = 0.0,
+        unique: bool = False,
+        key: Any = None,
+        job_id: object = None,
+        at: float | None = None,
     ) -> _NewJob:
         name = _check_name(name)
         payload = encode_args(args)
@@ -117,11 +134,15 @@ class Queue:
             unique_key = _unique_key(name, "key:" + encode_args({"key": key}))
         elif unique:
             unique_key = _unique_key(name, _canonical(payload))
-        return ("", name, payload, delay, unique_key, meta_for(name))  # "": the core makes the id
+        # An empty id: the core makes one, before its first attempt (a retry sends the same).
+        return (_check_job_id(job_id), name, payload, delay, unique_key, meta_for(name), at)
 
     def _one(self, row: _NewJob, args: Mapping[str, Any] | None) -> QueuedJob | None:
         (stored,) = self._core.enqueue([row])
-        return None if stored is None else queued_job(stored, _copy(args))
+        if stored is None:
+            return None
+        # An id stored already answers that job, whose arguments may differ from these.
+        return queued_job(stored, _copy(args) if stored[2] == row[2] else None)
 
     async def _aone(self, row: _NewJob) -> QueuedJob | None:
         # Calls made in the same turn of the event loop go to the backend together: one round
@@ -163,46 +184,85 @@ class Queue:
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def enqueue(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob:
-        """Enqueue a job to run now."""
-        job = self._one(self._row(name, args), args)
+    def enqueue(
+        self, name: str, args: Mapping[str, Any] | None = None, *, job_id: str | None = None
+    ) -> QueuedJob:
+        """Enqueue a job to run now.
+
+        `job_id`: the job's id (else a new random one). An id that is stored already (the job
+        waits, runs, is scheduled, in retry or dead) enqueues nothing and returns that job, so
+        retrying an enqueue whose outcome is unknown with the same id makes one job. Once the
+        job is done and deleted the id is free again."""
+        job = self._one(self._row(name, args, job_id=job_id), args)
         assert job is not None
         return job
 
     def enqueue_in(
-        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        delay: float | _dt.timedelta,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob:
-        """Enqueue a job to run after delay (seconds or timedelta)."""
-        job = self._one(self._row(name, args, _checks.delay(delay)), args)
+        """Enqueue a job to run after delay (seconds or timedelta, counted by the backend's
+        clock from when it stores the job)."""
+        job = self._one(self._row(name, args, _checks.delay(delay), job_id=job_id), args)
         assert job is not None
         return job
 
     def enqueue_at(
-        self, name: str, when: float | _dt.datetime, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        when: float | _dt.datetime,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob:
-        """Enqueue a job to run at when (datetime, naive = local time, or epoch seconds)."""
-        job = self._one(self._row(name, args, _delay_until(when)), args)
+        """Enqueue a job to run at when (datetime, naive = local time, or epoch seconds), by the
+        backend's clock (Redis's `TIME`), whatever this machine's clock says."""
+        job = self._one(self._row(name, args, at=_checks.epoch(when), job_id=job_id), args)
         assert job is not None
         return job
 
-    def enqueue_unique(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob | None:
+    def enqueue_unique(
+        self, name: str, args: Mapping[str, Any] | None = None, *, job_id: str | None = None
+    ) -> QueuedJob | None:
         """Enqueue unless an equal job (same name and args) is waiting: then None."""
-        return self._one(self._row(name, args, unique=True), args)
+        return self._one(self._row(name, args, unique=True, job_id=job_id), args)
 
     def enqueue_unique_in(
-        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        delay: float | _dt.timedelta,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob | None:
         """enqueue_unique, to run after delay."""
-        return self._one(self._row(name, args, _checks.delay(delay), unique=True), args)
+        row = self._row(name, args, _checks.delay(delay), unique=True, job_id=job_id)
+        return self._one(row, args)
+
+    def enqueue_unique_at(
+        self,
+        name: str,
+        when: float | _dt.datetime,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+    ) -> QueuedJob | None:
+        """enqueue_unique, to run at when (by the backend's clock, as enqueue_at)."""
+        row = self._row(name, args, unique=True, job_id=job_id, at=_checks.epoch(when))
+        return self._one(row, args)
 
     def enqueue_unique_by_key(
-        self, name: str, args: Mapping[str, Any] | None, key: Any
+        self, name: str, args: Mapping[str, Any] | None, key: Any, *, job_id: str | None = None
     ) -> QueuedJob | None:
         """Enqueue unless a job of this name enqueued with an equal key (any JSON value) is
         waiting: then None."""
         if key is None:
             raise TypeError("key must be a JSON value, not None")
-        return self._one(self._row(name, args, key=key), args)
+        return self._one(self._row(name, args, key=key, job_id=job_id), args)
 
     def enqueue_many(
         self, jobs: Iterable[tuple[str, Mapping[str, Any] | None] | Sequence[Any]]
@@ -228,41 +288,70 @@ class Queue:
 
     # -- awaitable twins ------------------------------------------------------------------
 
-    async def aenqueue(self, name: str, args: Mapping[str, Any] | None = None) -> QueuedJob:
-        job = await self._aone(self._row(name, args))
+    async def aenqueue(
+        self, name: str, args: Mapping[str, Any] | None = None, *, job_id: str | None = None
+    ) -> QueuedJob:
+        job = await self._aone(self._row(name, args, job_id=job_id))
         assert job is not None
         return job
 
     async def aenqueue_in(
-        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        delay: float | _dt.timedelta,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob:
-        job = await self._aone(self._row(name, args, _checks.delay(delay)))
+        job = await self._aone(self._row(name, args, _checks.delay(delay), job_id=job_id))
         assert job is not None
         return job
 
     async def aenqueue_at(
-        self, name: str, when: float | _dt.datetime, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        when: float | _dt.datetime,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob:
-        job = await self._aone(self._row(name, args, _delay_until(when)))
+        job = await self._aone(self._row(name, args, at=_checks.epoch(when), job_id=job_id))
         assert job is not None
         return job
 
     async def aenqueue_unique(
-        self, name: str, args: Mapping[str, Any] | None = None
+        self, name: str, args: Mapping[str, Any] | None = None, *, job_id: str | None = None
     ) -> QueuedJob | None:
-        return await self._aone(self._row(name, args, unique=True))
+        return await self._aone(self._row(name, args, unique=True, job_id=job_id))
 
     async def aenqueue_unique_in(
-        self, name: str, delay: float | _dt.timedelta, args: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        delay: float | _dt.timedelta,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
     ) -> QueuedJob | None:
-        return await self._aone(self._row(name, args, _checks.delay(delay), unique=True))
+        row = self._row(name, args, _checks.delay(delay), unique=True, job_id=job_id)
+        return await self._aone(row)
+
+    async def aenqueue_unique_at(
+        self,
+        name: str,
+        when: float | _dt.datetime,
+        args: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+    ) -> QueuedJob | None:
+        row = self._row(name, args, unique=True, job_id=job_id, at=_checks.epoch(when))
+        return await self._aone(row)
 
     async def aenqueue_unique_by_key(
-        self, name: str, args: Mapping[str, Any] | None, key: Any
+        self, name: str, args: Mapping[str, Any] | None, key: Any, *, job_id: str | None = None
     ) -> QueuedJob | None:
         if key is None:
             raise TypeError("key must be a JSON value, not None")
-        return await self._aone(self._row(name, args, key=key))
+        return await self._aone(self._row(name, args, key=key, job_id=job_id))
 
     async def aenqueue_many(
         self, jobs: Iterable[tuple[str, Mapping[str, Any] | None] | Sequence[Any]]

@@ -161,6 +161,8 @@ async fn run(
     let mut backoff = ERROR_BACKOFF.0;
     let mut acks_open = true;
     let mut stopping_since: Option<Instant> = None;
+    // Redis's eviction policy is looked at with the first heartbeat that reaches it.
+    let mut policy_checked = false;
     loop {
         failpoint!("consume_loop");
         // Finished runs first: they free room and end leases.
@@ -185,6 +187,9 @@ async fn run(
                     backoff = ERROR_BACKOFF.0;
                 }
                 Err(err) => {
+                    // Every run has ended once its entry dropped the last sender (this branch
+                    // loops without reaching the receive below that would notice).
+                    acks_open &= !acks.is_disconnected();
                     if inner.queue_room(key).is_none() && !acks_open {
                         // Stopping, and the backend does not answer: give up after a lease
                         // (by then the reaper hands those jobs on anyway) rather than hang.
@@ -210,7 +215,9 @@ async fn run(
         }
         let now = Instant::now();
         if now >= next_beat {
-            let _ = c.store.heartbeat(c.pool.clone(), true).await;
+            if c.store.heartbeat(c.pool.clone(), true).await.is_ok() && !policy_checked {
+                policy_checked = c.store.check_eviction().await.is_ok();
+            }
             next_beat = now + HEARTBEAT;
         }
         if now >= next_reap {

@@ -446,13 +446,20 @@ fn info_of<'a>(by_name: &'a mut HashMap<String, QueueInfo>, name: &str) -> &'a m
 
 impl State {
     fn enqueue(&mut self, job: NewJob, now: f64) -> Option<JobData> {
+        if let Some(stored) = self.jobs.get(&job.id) {
+            // Stored already (a retried enqueue, a user's own id): one job, answered as it is.
+            return Some(stored.data.clone());
+        }
         if let Some(unique) = &job.unique_key {
             if self.unique.contains_key(unique) {
                 return None;
             }
             self.unique.insert(unique.clone(), job.id.clone());
         }
-        let delay = job.delay.max(0.0);
+        let delay = match job.at {
+            Some(at) => (at - now).max(0.0),
+            None => job.delay.max(0.0),
+        };
         let data = JobData {
             id: job.id.clone(),
             name: job.name.clone(),

@@ -10,7 +10,11 @@
 //!   number); every change after a claim (finish, renew, check-in) names (id, token) and is refused
 //!   as STALE when the job is no longer held under that token;
 //! - unique keys are taken at enqueue and released when the job is claimed, deleted or dead;
-//! - times are epoch seconds from the backend's clock; delays are relative to it.
+//! - a job id is stored once: enqueuing an id that is already stored (waiting, scheduled,
+//!   running, in retry or dead) enqueues nothing and answers the job as it is, so an enqueue
+//!   retried after its reply was lost (or a user's own retry with `job_id=`) makes one job;
+//! - times are epoch seconds from the backend's clock; delays are relative to it, and an
+//!   absolute due time (`at`) is compared with it, never with the enqueuing machine's clock.
 
 pub(crate) mod consume;
 pub(crate) mod cron;
@@ -48,6 +52,8 @@ pub(crate) struct NewJob {
     pub name: String,
     pub args: String,
     pub delay: f64,
+    /// Due at this epoch time of the backend's clock (`enqueue_at`); `delay` is then ignored.
+    pub at: Option<f64>,
     /// Unique while waiting: the enqueue is refused (None) while a job holds this key.
     pub unique_key: Option<String>,
     /// See `JobData::meta`.
@@ -208,13 +214,22 @@ macro_rules! on_store {
 
 impl Store {
     /// The backend for a URL; `namespace` prefixes (and hash-tags) every Redis key.
+    #[cfg(test)]
     pub(crate) fn open(url: &str, namespace: &str) -> Result<Self> {
+        Self::open_with(url, namespace, redis::DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// `open` with the seconds a backend command may take (Redis: then it fails and its
+    /// connection is replaced).
+    pub(crate) fn open_with(url: &str, namespace: &str, command_timeout: f64) -> Result<Self> {
         if let Some(rest) = url.strip_prefix("memory://") {
             return Ok(Store::Memory(memory::Memory::named(rest, namespace)));
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
-            return Ok(Store::Redis(Arc::new(redis::RedisStore::open(
-                url, namespace,
+            return Ok(Store::Redis(Arc::new(redis::RedisStore::open_with(
+                url,
+                namespace,
+                command_timeout,
             )?)));
         }
         let scheme = url.split("://").next().unwrap_or(url);
@@ -226,6 +241,15 @@ impl Store {
 
     pub(crate) async fn now(&self) -> Result<f64> {
         on_store!(self, b => b.now().await)
+    }
+
+    /// Warn once when the backend may evict the queue's keys (Redis's `maxmemory-policy` other
+    /// than `noeviction`); Err when the backend could not be asked (try again later).
+    pub(crate) async fn check_eviction(&self) -> Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(b) => b.check_eviction().await.map(drop),
+        }
     }
 
     pub(crate) async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Option<JobData>>> {

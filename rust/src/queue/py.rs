@@ -49,19 +49,31 @@ pub(crate) fn claim_tuple(py: Python<'_>, claim: super::Claim) -> PyResult<Bound
     (job_tuple(claim.job), claim.token).into_pyobject(py)
 }
 
-/// (id, name, args JSON, delay seconds, unique key or None, meta JSON or None)
-type NewJobTuple = (String, String, String, f64, Option<String>, Option<String>);
+/// (id, name, args JSON, delay seconds, unique key or None, meta JSON or None, due time (epoch
+/// seconds of the backend's clock) or None)
+type NewJobTuple = (
+    String,
+    String,
+    String,
+    f64,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+);
 
 fn new_jobs(jobs: Vec<NewJobTuple>) -> Result<Vec<NewJob>> {
     jobs.into_iter()
-        .map(|(id, name, args, delay, unique_key, meta)| {
+        .map(|(id, name, args, delay, unique_key, meta, at)| {
             let delay = crate::runtime::not_nan("delay", delay)?;
+            let at = at.map(|at| crate::runtime::not_nan("at", at)).transpose()?;
             Ok(NewJob {
-                // An empty id asks the core for a new one (no Python call per job).
+                // An empty id asks the core for a new one (no Python call per job), made here,
+                // before the first attempt, so a retried enqueue carries the same ids.
                 id: if id.is_empty() { super::new_id() } else { id },
                 name,
                 args,
                 delay,
+                at,
                 unique_key,
                 meta,
             })
@@ -118,22 +130,27 @@ fn hostname() -> String {
 #[pymethods]
 impl QueueCore {
     #[new]
-    #[pyo3(signature = (url, namespace, lease, reaper_interval))]
+    #[pyo3(signature = (url, namespace, lease, reaper_interval, command_timeout=super::redis::DEFAULT_COMMAND_TIMEOUT))]
     fn new(
         py: Python<'_>,
         url: &str,
         namespace: &str,
         lease: f64,
         reaper_interval: f64,
+        command_timeout: f64,
     ) -> PyResult<Self> {
-        for (name, value) in [("lease", lease), ("reaper_interval", reaper_interval)] {
+        for (name, value) in [
+            ("lease", lease),
+            ("reaper_interval", reaper_interval),
+            ("command_timeout", command_timeout),
+        ] {
             if !(value > 0.0 && value.is_finite()) {
                 return Err(
                     Error::Invalid(format!("{name} must be > 0 seconds, got {value}")).into(),
                 );
             }
         }
-        let store = Store::open(url, namespace)?;
+        let store = Store::open_with(url, namespace, command_timeout)?;
         // A backend that is not there is a clear error here, not at the first enqueue.
         let probe = store.clone();
         block(py, async move { probe.now().await })?;
@@ -340,6 +357,7 @@ impl QueueCore {
                     name: name.clone(),
                     args: args.clone(),
                     delay: 0.0,
+                    at: None,
                     unique_key: None,
                     meta: None,
                 };

@@ -12,10 +12,11 @@
 //! | `{ns}:scheduled`, `{ns}:retry` | zset | `id\|name` by due time |
 //! | `{ns}:dead` | zset | `id\|name` by death time, the newest 10,000 |
 //! | `{ns}:run:<name>` | zset | `id\|token` by lease deadline (ZCARD = running, max_concurrency) |
-//! | `{ns}:runinfo` | hash | id -> worker, token, started_at, max_fails, check-in |
+//! | `{ns}:runinfo` | hash | id -> worker, token, started_at, max_fails, lease, check-in |
 //! | `{ns}:names`, `{ns}:paused` | set | job names seen; paused names |
 //! | `{ns}:u:<key>` | string | the id holding a unique key while it waits |
 //! | `{ns}:cron:<slot>` | string | the id enqueued for a cron slot (expires after a day) |
+//! | `{ns}:enq:<request>` | string | an enqueue call's answer, for that call sent again (short-lived) |
 //! | `{ns}:pools` | hash | worker id -> heartbeat (JSON) |
 //! | `{ns}:stats` | hash | processed, failed, dead, stale_acks, reaped, data_losses |
 //! | `{ns}:epoch` | string | made at the first heartbeat; a new one means Redis lost its data |
@@ -32,13 +33,19 @@ use crate::runtime::handle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script};
 use serde_json::Value;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Each connection attempt gives up after this; a command after this.
+/// Each connection attempt gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// `now()` (the probe at open, the cron clock) gives up after this.
+/// A command gives up after this unless `Queue.from_url(command_timeout=)` says otherwise.
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: f64 = 5.0;
+/// `now()` (the probe at open, the cron clock) gives up after this (or the command timeout).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts of one enqueue call: a connection-level failure (reset, timeout) is retried once
+/// with the same job ids and request id, which the script recognises (`{ns}:enq:<request>`).
+const ENQUEUE_ATTEMPTS: usize = 2;
 /// Jobs per enqueue script call (`enqueue_many` is chunked).
 const ENQUEUE_CHUNK: usize = 1000;
 
@@ -74,7 +81,16 @@ impl Scripts {
 
 pub(crate) struct RedisStore {
     client: redis::Client,
-    con: ConnectionManager,
+    config: ConnectionManagerConfig,
+    /// The shared connection and its generation. redis-rs's manager reconnects when a
+    /// connection drops, not when a command times out (a half-open connection: the peer is
+    /// gone without a FIN or RST), so a timeout replaces the whole manager, once per
+    /// generation however many calls saw it.
+    con: parking_lot::Mutex<(u64, ConnectionManager)>,
+    /// Every command (and the connecting it may wait for) fails after this.
+    timeout: Duration,
+    /// The eviction policy was looked at (once per store: several consumers share it).
+    policy_checked: AtomicBool,
     /// `{namespace}`: the hash tag every key starts with.
     prefix: String,
     scripts: Scripts,
@@ -97,6 +113,19 @@ pub(crate) struct RedisWaiter {
 
 fn backend(err: redis::RedisError) -> Error {
     Error::Backend(format!("redis: {err}"))
+}
+
+/// A failed command: the error, and whether it failed on the connection (reset, refused, timed
+/// out: it may or may not have been applied) rather than being refused by Redis.
+struct Failure {
+    error: Error,
+    connection: bool,
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        f.error
+    }
 }
 
 fn num(v: &Value, key: &str) -> f64 {
@@ -129,7 +158,20 @@ fn job_of(raw: &str) -> Result<JobData> {
 
 impl RedisStore {
     /// Connect lazily; the first command (Queue.from_url pings) says whether Redis is there.
+    #[cfg(test)]
     pub(crate) fn open(url: &str, namespace: &str) -> Result<Self> {
+        Self::open_with(url, namespace, DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// `open` with the seconds a command may take before it fails and its connection is
+    /// replaced.
+    pub(crate) fn open_with(url: &str, namespace: &str, command_timeout: f64) -> Result<Self> {
+        if !(command_timeout > 0.0 && command_timeout.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "command_timeout must be > 0 seconds, got {command_timeout}"
+            )));
+        }
+        let timeout = Duration::from_secs_f64(command_timeout);
         if namespace.is_empty() {
             // `{}` is no hash tag: the keys would spread over Redis Cluster slots.
             return Err(Error::Invalid(
@@ -142,35 +184,110 @@ impl RedisStore {
             ))
         })?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT.min(timeout)))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let runtime = handle();
-        let _inside = runtime.enter();
-        let con =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(backend)?;
+        let con = Self::manager(&client, &config)?;
         Ok(RedisStore {
             client,
-            con,
+            config,
+            con: parking_lot::Mutex::new((0, con)),
+            timeout,
+            policy_checked: AtomicBool::new(false),
             prefix: format!("{{{namespace}}}"),
             scripts: Scripts::new(),
             epoch: parking_lot::Mutex::new(None),
         })
     }
 
+    fn manager(
+        client: &redis::Client,
+        config: &ConnectionManagerConfig,
+    ) -> Result<ConnectionManager> {
+        let runtime = handle();
+        let _inside = runtime.enter();
+        ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(backend)
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.prefix)
     }
 
+    /// Drop the connection of generation `generation` (it timed out) for a new one, unless
+    /// another call did already. Its commands still waiting fail; its socket is closed.
+    fn replace_connection(&self, generation: u64) {
+        let mut con = self.con.lock();
+        if con.0 != generation {
+            return;
+        }
+        match Self::manager(&self.client, &self.config) {
+            Ok(fresh) => *con = (generation + 1, fresh),
+            Err(err) => eprintln!("workhorse: could not make a new Redis connection: {err:?}"),
+        }
+    }
+
+    /// Run one command (`call` gets its own handle on the shared connection) within `limit`.
+    /// A timeout, ours or redis-rs's, replaces the connection: a half-open one never answers.
+    async fn attempt<T, F, Fut>(&self, limit: Duration, call: F) -> std::result::Result<T, Failure>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (generation, con) = self.con.lock().clone();
+        match tokio::time::timeout(limit, call(con)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                if err.is_timeout() {
+                    self.replace_connection(generation);
+                }
+                let connection = err.is_io_error()
+                    || err.is_timeout()
+                    || err.is_connection_dropped()
+                    || err.is_connection_refusal();
+                Err(Failure {
+                    error: backend(err),
+                    connection,
+                })
+            }
+            Err(_) => {
+                self.replace_connection(generation);
+                Err(Failure {
+                    error: Error::Backend(format!(
+                        "redis: no answer within {} s (command_timeout)",
+                        limit.as_secs_f64()
+                    )),
+                    connection: true,
+                })
+            }
+        }
+    }
+
+    /// `attempt` within the command timeout, the failure as an Error.
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        Ok(self.attempt(self.timeout, call).await?)
+    }
+
     async fn client_call<T: redis::FromRedisValue>(&self, args: &[&str]) -> Result<T> {
+        self.client_call_within(self.timeout, args).await
+    }
+
+    async fn client_call_within<T: redis::FromRedisValue>(
+        &self,
+        limit: Duration,
+        args: &[&str],
+    ) -> Result<T> {
         let mut inv = self.scripts.client.prepare_invoke();
         inv.key(self.key("data")).arg(&self.prefix);
         for a in args {
             inv.arg(*a);
         }
-        let mut con = self.con.clone();
-        inv.invoke_async(&mut con).await.map_err(backend)
+        let call = |mut con: ConnectionManager| async move { inv.invoke_async(&mut con).await };
+        Ok(self.attempt(limit, call).await?)
     }
 
     pub(crate) fn waiter(&self) -> RedisWaiter {
@@ -185,54 +302,128 @@ impl RedisStore {
     /// Redis's clock. Also the probe `Queue.from_url` makes: a server that accepts connections
     /// but never answers is an error after `PROBE_TIMEOUT`, not after every retry's timeouts.
     pub(crate) async fn now(&self) -> Result<f64> {
-        let t: String = tokio::time::timeout(PROBE_TIMEOUT, self.client_call(&["time"]))
-            .await
-            .map_err(|_| {
-                Error::Backend(format!(
-                    "redis: no answer within {} s",
-                    PROBE_TIMEOUT.as_secs()
-                ))
-            })??;
+        let t: String = self
+            .client_call_within(PROBE_TIMEOUT.min(self.timeout), &["time"])
+            .await?;
         t.parse()
             .map_err(|_| Error::Backend(format!("redis: TIME gave {t:?}")))
+    }
+
+    /// Enqueue in calls of `ENQUEUE_CHUNK` jobs. A call that fails on the connection (its reply
+    /// lost: it may have been applied) is sent once more, the same: its request id makes the
+    /// script answer what the first one did instead of enqueuing twice, and the job ids would
+    /// anyway (an id already stored is not enqueued again).
+    /// Look (once per store: its consumers share it) at Redis's `maxmemory-policy` and warn
+    /// unless it is `noeviction`: any other policy lets Redis delete the queue's keys under
+    /// memory pressure (jobs lost, leases gone, unique keys freed early). A server that refuses
+    /// CONFIG (renamed, or denied by an ACL) is not checked and nothing is said. Err only when
+    /// Redis could not be reached (the caller tries again later).
+    pub(crate) async fn check_eviction(&self) -> Result<Option<String>> {
+        if self.policy_checked.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let config = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .to_owned();
+        let call = |mut con: ConnectionManager| async move {
+            config.query_async::<Vec<String>>(&mut con).await
+        };
+        let policy = match self.attempt(self.timeout, call).await {
+            Ok(pair) => pair.get(1).cloned(),
+            Err(f) if f.connection => return Err(f.error),
+            Err(_) => None,
+        };
+        if self.policy_checked.swap(true, Ordering::Relaxed) {
+            return Ok(policy);
+        }
+        if let Some(p) = policy.as_deref().filter(|p| *p != "noeviction") {
+            eprintln!(
+                "workhorse: Redis's maxmemory-policy is {p}, but a queue needs noeviction: under \
+                 memory pressure Redis would delete jobs, leases and unique keys (jobs lost or \
+                 run twice); set `maxmemory-policy noeviction` (writes then fail loudly instead)"
+            );
+        }
+        Ok(policy)
     }
 
     pub(crate) async fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Option<JobData>>> {
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-            let mut inv = self.scripts.enqueue.prepare_invoke();
-            inv.key(self.key("data")).arg(&self.prefix);
-            for job in chunk {
-                inv.arg(&job.id)
-                    .arg(&job.name)
-                    .arg(&job.args)
-                    .arg(job.delay)
-                    .arg(job.unique_key.as_deref().unwrap_or(""))
-                    .arg(job.meta.as_deref().unwrap_or(""));
+            out.extend(self.enqueue_request(chunk, &super::new_id()).await?);
+        }
+        Ok(out)
+    }
+
+    /// One enqueue call (`request`: its id, the same for each attempt).
+    async fn enqueue_request(
+        &self,
+        chunk: &[NewJob],
+        request: &str,
+    ) -> Result<Vec<Option<JobData>>> {
+        // The request marker outlives every attempt of the call, with room to spare.
+        let attempts = ENQUEUE_ATTEMPTS as f64;
+        let marker_ttl = (self.timeout.as_secs_f64() * attempts).ceil() as u64 + 10;
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        inv.key(self.key("data"))
+            .arg(&self.prefix)
+            .arg(request)
+            .arg(marker_ttl);
+        for job in chunk {
+            inv.arg(&job.id)
+                .arg(&job.name)
+                .arg(&job.args)
+                .arg(job.delay)
+                .arg(job.at.map_or(String::new(), |at| at.to_string()))
+                .arg(job.unique_key.as_deref().unwrap_or(""))
+                .arg(job.meta.as_deref().unwrap_or(""));
+        }
+        let mut attempt = 1;
+        let answer: Vec<String> = loop {
+            let call = |mut con: ConnectionManager| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut con).await }
+            };
+            match self.attempt(self.timeout, call).await {
+                Ok(answer) => break answer,
+                Err(f) if f.connection && attempt < ENQUEUE_ATTEMPTS => {
+                    eprintln!(
+                        "workhorse: an enqueue of {} jobs failed on the connection; sending it \
+                         again (same ids, same request: it cannot enqueue twice): {:?}",
+                        chunk.len(),
+                        f.error
+                    );
+                    attempt += 1;
+                }
+                Err(f) => return Err(f.error),
             }
-            let mut con = self.con.clone();
-            let answer: Vec<String> = inv.invoke_async(&mut con).await.map_err(backend)?;
-            let t: f64 = answer
-                .first()
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| Error::Backend("redis: enqueue gave no time".into()))?;
-            for (job, stored) in chunk.iter().zip(answer.iter().skip(1)) {
-                out.push((stored == "1").then(|| JobData {
+        };
+        let t: f64 = answer
+            .first()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Backend("redis: enqueue gave no time".into()))?;
+        chunk
+            .iter()
+            .zip(answer.iter().skip(1))
+            .map(|(job, stored)| match stored.as_str() {
+                "0" => Ok(None),
+                "1" => Ok(Some(JobData {
                     id: job.id.clone(),
                     name: job.name.clone(),
                     args: job.args.clone(),
                     enqueued_at: t,
-                    run_at: t + job.delay.max(0.0),
+                    run_at: job.at.unwrap_or(t + job.delay.max(0.0)).max(t),
                     fails: 0,
                     last_error: None,
                     unique_key: job.unique_key.clone(),
                     died_at: None,
                     reason: None,
                     meta: job.meta.clone(),
-                }));
-            }
-        }
-        Ok(out)
+                })),
+                // Its id was stored already: that job, as it is now.
+                raw => job_of(raw).map(Some),
+            })
+            .collect()
     }
 
     pub(crate) async fn enqueue_slot(&self, slot: String, job: NewJob) -> Result<bool> {
@@ -246,8 +437,9 @@ impl RedisStore {
             .arg(job.delay)
             .arg(job.unique_key.as_deref().unwrap_or(""))
             .arg(job.meta.as_deref().unwrap_or(""));
-        let mut con = self.con.clone();
-        let won: i64 = inv.invoke_async(&mut con).await.map_err(backend)?;
+        let won: i64 = self
+            .run(|mut con| async move { inv.invoke_async(&mut con).await })
+            .await?;
         Ok(won == 1)
     }
 
@@ -270,8 +462,9 @@ impl RedisStore {
             let w = &wanted[i];
             inv.arg(&w.name).arg(w.max_concurrency).arg(w.max_fails);
         }
-        let mut con = self.con.clone();
-        let flat: Vec<redis::Value> = inv.invoke_async(&mut con).await.map_err(backend)?;
+        let flat: Vec<redis::Value> = self
+            .run(|mut con| async move { inv.invoke_async(&mut con).await })
+            .await?;
         let mut claims = Vec::with_capacity(flat.len() / 2);
         for pair in flat.chunks(2) {
             let bad = |e: redis::ParsingError| Error::Backend(format!("redis: fetch gave {e}"));
@@ -312,8 +505,9 @@ impl RedisStore {
                 .arg(text)
                 .arg(args);
         }
-        let mut con = self.con.clone();
-        let fresh: Vec<i64> = inv.invoke_async(&mut con).await.map_err(backend)?;
+        let fresh: Vec<i64> = self
+            .run(|mut con| async move { inv.invoke_async(&mut con).await })
+            .await?;
         Ok(fresh.into_iter().map(|f| f == 1).collect())
     }
 
@@ -327,16 +521,21 @@ impl RedisStore {
         for (id, name, token) in held {
             inv.arg(id).arg(name).arg(*token);
         }
-        let mut con = self.con.clone();
-        let kept: Vec<i64> = inv.invoke_async(&mut con).await.map_err(backend)?;
+        // Within a third of the lease (a little less, so this gives up before the consumer's own
+        // patience does and the connection is replaced): a renewal that waits longer is useless.
+        let limit = self
+            .timeout
+            .min(Duration::from_secs_f64((lease / 3.0 * 0.9).max(0.01)));
+        let call = |mut con: ConnectionManager| async move { inv.invoke_async(&mut con).await };
+        let kept: Vec<i64> = self.attempt(limit, call).await?;
         Ok(kept.into_iter().map(|k| k == 1).collect())
     }
 
     pub(crate) async fn reap(&self) -> Result<u64> {
         let mut inv = self.scripts.reap.prepare_invoke();
         inv.key(self.key("data")).arg(&self.prefix);
-        let mut con = self.con.clone();
-        inv.invoke_async(&mut con).await.map_err(backend)
+        self.run(|mut con| async move { inv.invoke_async(&mut con).await })
+            .await
     }
 
     pub(crate) async fn wait_for_work(&self, waiter: &mut RedisWaiter, max: f64) {
@@ -365,7 +564,7 @@ impl RedisStore {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(Duration::from_secs_f64(
-                    max + RESPONSE_TIMEOUT.as_secs_f64(),
+                    max + self.timeout.as_secs_f64(),
                 )));
             match self
                 .client
@@ -552,8 +751,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn stats(&self) -> Result<Stats> {
-        let mut con = self.con.clone();
-        let fields: Vec<Option<u64>> = redis::cmd("HMGET")
+        let hmget = redis::cmd("HMGET")
             .arg(self.key("stats"))
             .arg(&[
                 "processed",
@@ -563,9 +761,10 @@ impl RedisStore {
                 "reaped",
                 "data_losses",
             ])
-            .query_async(&mut con)
-            .await
-            .map_err(backend)?;
+            .to_owned();
+        let fields: Vec<Option<u64>> = self
+            .run(|mut con| async move { hmget.query_async(&mut con).await })
+            .await?;
         let f = |i: usize| fields.get(i).copied().flatten().unwrap_or(0);
         Ok(Stats {
             processed: f(0),
@@ -710,6 +909,7 @@ mod tests {
             name: name.into(),
             args: r#"{"n":1}"#.into(),
             delay: 0.0,
+            at: None,
             unique_key: None,
             meta: None,
         }
@@ -1154,7 +1354,7 @@ mod tests {
                 s.finish(dead).await.unwrap();
             }
             assert_eq!(s.page(JobSet::Dead, 1, 1).await.unwrap().1, 10_000);
-            let mut con = s.con.clone();
+            let mut con = s.con.lock().1.clone();
             let kept: i64 = redis::cmd("HLEN")
                 .arg(s.key("data"))
                 .query_async(&mut con)
@@ -1343,7 +1543,7 @@ mod tests {
             let Store::Redis(r) = &store else {
                 unreachable!()
             };
-            let mut con = r.con.clone();
+            let mut con = r.con.lock().1.clone();
             let registered: u64 = redis::cmd("ZCARD")
                 .arg(r.key("waiters"))
                 .query_async(&mut con)
@@ -1527,17 +1727,31 @@ mod tests {
         run(async {
             // Claims held by both (the same ids and tokens).
             let mut held: Vec<Claim> = Vec::new();
+            let mut ids: Vec<String> = Vec::new();
             for step in 0..600 {
                 let name = names[fastrand::usize(..names.len())];
                 match fastrand::u8(..10) {
                     0..=2 => {
                         let jobs: Vec<NewJob> = (0..fastrand::usize(1..4))
-                            .map(|i| NewJob {
-                                delay: if fastrand::u8(..4) == 0 { 1000.0 } else { 0.0 },
-                                unique_key: (fastrand::u8(..3) == 0)
-                                    .then(|| format!("u{}", fastrand::u8(..3))),
-                                args: format!(r#"{{"step":{step},"i":{i}}}"#),
-                                ..job(name)
+                            .map(|i| {
+                                let mut new = NewJob {
+                                    delay: if fastrand::u8(..4) == 0 { 1000.0 } else { 0.0 },
+                                    unique_key: (fastrand::u8(..3) == 0)
+                                        .then(|| format!("u{}", fastrand::u8(..3))),
+                                    args: format!(r#"{{"step":{step},"i":{i}}}"#),
+                                    ..job(name)
+                                };
+                                // Now and then an id used before (stored or done), or a due
+                                // time by the backend's clock, past or future.
+                                if !ids.is_empty() && fastrand::u8(..5) == 0 {
+                                    new.id = ids[fastrand::usize(..ids.len())].clone();
+                                }
+                                if fastrand::u8(..6) == 0 {
+                                    let ahead = if fastrand::bool() { 1000.0 } else { -1000.0 };
+                                    new.at = Some(crate::queue::memory::now() + ahead);
+                                }
+                                ids.push(new.id.clone());
+                                new
                             })
                             .collect();
                         let a = r.enqueue(jobs.clone()).await.unwrap();
@@ -1643,6 +1857,213 @@ mod tests {
             let (sa, sb) = (r.stats().await.unwrap(), m.stats().await.unwrap());
             let nums = |s: &Stats| (s.processed, s.failed, s.dead, s.stale_acks, s.reaped);
             assert_eq!(nums(&sa), nums(&sb));
+        });
+    }
+
+    #[test]
+    fn an_id_stored_already_makes_no_second_job() {
+        let Some(srv) = server(&[]) else { return };
+        let r = store(&srv);
+        let m = Memory::named("", "ns");
+        run(async {
+            let first = job("a");
+            let again = NewJob {
+                args: r#"{"n":2}"#.into(),
+                ..first.clone()
+            };
+            let later_again = NewJob {
+                delay: 1000.0,
+                unique_key: Some("k".into()),
+                ..first.clone()
+            };
+            for (i, answer) in [
+                r.enqueue(vec![first.clone(), again.clone()]).await.unwrap(),
+                r.enqueue(vec![later_again.clone()]).await.unwrap(),
+                m.enqueue(vec![first.clone(), again.clone()]).await.unwrap(),
+                m.enqueue(vec![later_again.clone()]).await.unwrap(),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for j in answer {
+                    let j = j.expect("the stored job, not None");
+                    assert_eq!(
+                        (j.id.as_str(), j.args.as_str()),
+                        (first.id.as_str(), r#"{"n":1}"#),
+                        "{i}"
+                    );
+                }
+            }
+            let counts =
+                |q: Vec<QueueInfo>| q.iter().map(|q| (q.ready, q.scheduled)).collect::<Vec<_>>();
+            assert_eq!(counts(r.queues().await.unwrap()), vec![(1, 0)]);
+            assert_eq!(counts(m.queues().await.unwrap()), vec![(1, 0)]);
+            // The unique key was not taken by the refused copy.
+            assert!(r.enqueue(vec![unique("a", "k")]).await.unwrap()[0].is_some());
+            // Done and deleted, the id is free again.
+            let c = take(&r, "a", 1, 30.0).await;
+            r.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap();
+            assert!(r.enqueue(vec![first.clone()]).await.unwrap()[0].is_some());
+            assert_eq!(info(&r, "a").await.ready, 2);
+        });
+    }
+
+    #[test]
+    fn an_enqueue_sent_again_answers_as_the_first_even_after_its_job_ran() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let j = job("a");
+            let first = s
+                .enqueue_request(std::slice::from_ref(&j), "req1")
+                .await
+                .unwrap();
+            let c = take(&s, "a", 1, 30.0).await;
+            s.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap();
+            // The reply was lost, the call sent again (same request): nothing new is stored.
+            let again = s
+                .enqueue_request(std::slice::from_ref(&j), "req1")
+                .await
+                .unwrap();
+            assert_eq!(
+                first[0].as_ref().map(|j| &j.id),
+                again[0].as_ref().map(|j| &j.id)
+            );
+            assert_eq!(
+                first[0].as_ref().map(|j| j.enqueued_at),
+                again[0].as_ref().map(|j| j.enqueued_at)
+            );
+            assert_eq!(info(&s, "a").await.ready, 0);
+            assert_eq!(s.stats().await.unwrap().processed, 1);
+            // The marker expires: it lives for the attempts' timeouts and ten seconds more.
+            let mut con = s.con.lock().1.clone();
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(s.key("enq:req1"))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!((11..=20).contains(&ttl), "{ttl}");
+        });
+    }
+
+    #[test]
+    fn a_due_time_is_read_by_the_backends_clock() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let t = s.now().await.unwrap();
+            let at = |at: f64| NewJob {
+                at: Some(at),
+                delay: 5.0, // ignored when a due time is given
+                ..job("a")
+            };
+            let out = s
+                .enqueue(vec![at(t + 1000.0), at(t - 1000.0)])
+                .await
+                .unwrap();
+            let (future, past) = (out[0].clone().unwrap(), out[1].clone().unwrap());
+            assert!((future.run_at - (t + 1000.0)).abs() < 1e-3, "{future:?}");
+            assert_eq!(past.run_at, past.enqueued_at);
+            let q = info(&s, "a").await;
+            assert_eq!((q.ready, q.scheduled), (1, 1));
+            let (page, _) = s.page(JobSet::Scheduled, 1, 10).await.unwrap();
+            assert!((page[0].run_at - (t + 1000.0)).abs() < 1e-3);
+        });
+    }
+
+    /// A lease deleted by hand (or evicted) while the job was not handed on is put back: by the
+    /// renewal of a worker that still runs it, by its ack, or by the reaper when the worker is
+    /// gone (it then expires one lease later and is reaped like any other).
+    #[test]
+    fn a_vanished_lease_is_put_back_and_a_reaped_one_is_not() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            let mut con = s.con.lock().1.clone();
+            let plain = s.con.lock().1.clone();
+            let del = |args: Vec<String>| {
+                let mut con = plain.clone();
+                async move {
+                    let _: () = redis::cmd(&args[0])
+                        .arg(&args[1..])
+                        .query_async(&mut con)
+                        .await
+                        .unwrap();
+                }
+            };
+            s.enqueue(vec![job("a"), job("a"), job("a")]).await.unwrap();
+            let c = take(&s, "a", 3, 30.0).await;
+            let held: Vec<(String, String, u64)> = c
+                .iter()
+                .map(|c| (c.job.id.clone(), c.job.name.clone(), c.token))
+                .collect();
+            let run_key = s.key("run:a");
+            // The lease zset; the run info too; the attempts too.
+            del(vec!["DEL".into(), run_key.clone()]).await;
+            del(vec![
+                "HDEL".into(),
+                s.key("runinfo"),
+                c[1].job.id.clone(),
+                c[2].job.id.clone(),
+            ])
+            .await;
+            del(vec!["HDEL".into(), s.key("attempts"), c[2].job.id.clone()]).await;
+            assert_eq!(s.renew(&held, 30.0).await.unwrap(), vec![true; 3]);
+            let running: u64 = redis::cmd("ZCARD")
+                .arg(&run_key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(running, 3);
+            // Deleted again: the acks still count, no stale ones.
+            del(vec!["DEL".into(), run_key.clone()]).await;
+            let acks = c.iter().map(|c| ack(c, Outcome::Complete)).collect();
+            assert_eq!(s.finish(acks).await.unwrap(), vec![true; 3]);
+            let st = s.stats().await.unwrap();
+            assert_eq!((st.processed, st.stale_acks), (3, 0));
+
+            // A worker gone, its lease deleted: the reaper puts it back from the run info, and
+            // reaps it once that lease is over.
+            s.enqueue(vec![job("a")]).await.unwrap();
+            let c = take(&s, "a", 1, 0.3).await;
+            del(vec!["DEL".into(), run_key.clone()]).await;
+            assert_eq!(s.reap().await.unwrap(), 0);
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(&run_key)
+                .arg(format!("{}|{}", c[0].job.id, c[0].token))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(score.is_some(), "the lease was not put back");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(s.reap().await.unwrap(), 1);
+            let again = take(&s, "a", 1, 30.0).await;
+            assert_eq!(
+                (again[0].job.id.clone(), again[0].job.fails),
+                (c[0].job.id.clone(), 1)
+            );
+            // That first run is a zombie now: its renewal and its ack are refused (the job was
+            // claimed again), and so are they after a reap that left the job in its list.
+            let zombie = vec![(c[0].job.id.clone(), "a".to_string(), c[0].token)];
+            assert_eq!(s.renew(&zombie, 30.0).await.unwrap(), vec![false]);
+            assert_eq!(
+                s.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap(),
+                vec![false]
+            );
+            s.finish(vec![ack(&again[0], Outcome::Complete)])
+                .await
+                .unwrap();
+            s.enqueue(vec![job("a"), job("a")]).await.unwrap();
+            let c = take(&s, "a", 1, 0.05).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(s.reap().await.unwrap(), 1);
+            let zombie = vec![(c[0].job.id.clone(), "a".to_string(), c[0].token)];
+            assert_eq!(s.renew(&zombie, 30.0).await.unwrap(), vec![false]);
+            assert_eq!(
+                s.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap(),
+                vec![false]
+            );
+            assert_eq!(info(&s, "a").await.ready, 2);
         });
     }
 }

@@ -74,6 +74,37 @@ local function requeue_front(job, name, t)
   save(job)
   redis.call('LPUSH', P .. ':q:' .. name, job.id)
 end
+-- A run whose lease entry is gone although nothing handed its job on (deleted by hand, or
+-- evicted: asynq #1144): its lease may be put back. Handed on means the job is gone, or was
+-- claimed again (its attempts counter moved past the token), or was reaped or finished (that
+-- deletes the run info with the lease) and now waits in a set or list. A reaped run waits at the
+-- front of its list, so the LPOS that tells it apart from a vanished lease is short; it only
+-- runs for a missing lease.
+local function lease_vanished(id, name, token)
+  if redis.call('HEXISTS', P .. ':data', id) == 0 then return false end
+  local attempts = redis.call('HGET', P .. ':attempts', id)
+  if attempts and attempts ~= tostring(token) then return false end
+  local info = redis.call('HGET', P .. ':runinfo', id)
+  if info then return tostring(cjson.decode(info).token) == tostring(token) end
+  local m = member(id, name)
+  for _, set in ipairs({':scheduled', ':retry', ':dead'}) do
+    if redis.call('ZSCORE', P .. set, m) then return false end
+  end
+  return not redis.call('LPOS', P .. ':q:' .. name, id)
+end
+-- The attempts counter of a run whose lease vanished may have gone with it: put it back, so the
+-- next claim still gets a newer token than this run's.
+local function keep_attempts(id, token)
+  if not redis.call('HGET', P .. ':attempts', id) then
+    redis.call('HSET', P .. ':attempts', id, token)
+  end
+end
+-- Put back the lease of a run whose lease vanished, until `until_`.
+local function restore_lease(id, name, token, until_)
+  redis.call('ZADD', P .. ':run:' .. name, until_, member(id, token))
+  redis.call('SADD', P .. ':names', name)
+  keep_attempts(id, token)
+end
 local function release_unique(job)
   if job.unique_key and job.unique_key ~= cjson.null then
     local k = P .. ':u:' .. job.unique_key
@@ -82,14 +113,18 @@ local function release_unique(job)
 end
 -- Names added to {ns}:names by this script call already (one SADD per name, not per job).
 local known_names = {}
--- Store a new job: false when its unique key is held. Returns the stored JSON.
-local function put(t, id, name, args, delay, unique, meta)
+-- Store a new job, due `delay` seconds from t, or at epoch time `at` when given (Redis's clock,
+-- not the enqueuer's). Returns its JSON and due time; false when its unique key is held; true
+-- when its id is stored already (a retried enqueue, a user's own id): nothing is enqueued twice.
+local function put(t, id, name, args, delay, unique, meta, at)
+  if redis.call('HEXISTS', P .. ':data', id) == 1 then return true end
   if unique ~= '' then
     if not redis.call('SET', P .. ':u:' .. unique, id, 'NX') then return false end
   end
+  local run_at = t + math.max(delay, 0)
+  if at then run_at = math.max(at, t) end
   local job = {
-    id = id, name = name, args = args, enqueued_at = t, run_at = t + math.max(delay, 0),
-    fails = 0,
+    id = id, name = name, args = args, enqueued_at = t, run_at = run_at, fails = 0,
   }
   if unique ~= '' then job.unique_key = unique end
   if meta ~= '' then job.meta = meta end
@@ -99,10 +134,10 @@ local function put(t, id, name, args, delay, unique, meta)
     redis.call('SADD', P .. ':names', name)
     known_names[name] = true
   end
-  if delay > 0 then
-    redis.call('ZADD', P .. ':scheduled', job.run_at, member(id, name))
+  if run_at > t then
+    redis.call('ZADD', P .. ':scheduled', run_at, member(id, name))
   else
     redis.call('RPUSH', P .. ':q:' .. name, id)
   end
-  return raw
+  return raw, run_at
 end

@@ -6,6 +6,8 @@ local t = now()
 local delay = tonumber(ARGV[6])
 local first = nil
 if delay > 0 then first = earliest_due() end
-if not put(t, ARGV[3], ARGV[4], ARGV[5], delay, ARGV[7], ARGV[8]) then return 0 end
+if type(put(t, ARGV[3], ARGV[4], ARGV[5], delay, ARGV[7], ARGV[8])) ~= 'string' then
+  return 0
+end
 if delay <= 0 or not first or t + delay < first then wake() end
 return 1

@@ -19,7 +19,8 @@ for i = 6, #ARGV, 3 do
     if cap > 0 then room = math.min(room, cap - redis.call('ZCARD', P .. ':run:' .. name)) end
     -- The run's info (JSON) is the same for every claim of this name but its token: built once.
     local info = '{"worker":' .. worker_json .. ',"name":' .. cjson.encode(name) ..
-      ',"started_at":' .. tostring(t) .. ',"max_fails":' .. max_fails .. ',"token":'
+      ',"started_at":' .. tostring(t) .. ',"max_fails":' .. max_fails .. ',"lease":' ..
+      tostring(lease) .. ',"token":'
     while room > 0 do
       local id = redis.call('LPOP', P .. ':q:' .. name)
       if not id then break end

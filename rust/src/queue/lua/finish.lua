@@ -1,5 +1,6 @@
 -- ARGV: prefix, then (id, name, token, outcome, delay, text, args or "") per finished run.
--- Applies each outcome only if the run still holds the job under its token (else STALE, 0).
+-- Applies each outcome only if the run still holds the job under its token (else STALE, 0); a
+-- run whose lease vanished without the job being handed on (lease_vanished) still holds it.
 local t = now()
 local out = {}
 local wake_them = false
@@ -17,7 +18,12 @@ end
 for i = 2, #ARGV, 7 do
   local id, name, token, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local delay, text, args = tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6]
-  if redis.call('ZREM', P .. ':run:' .. name, member(id, token)) == 0 then
+  local held = redis.call('ZREM', P .. ':run:' .. name, member(id, token)) == 1
+  if not held and lease_vanished(id, name, token) then
+    keep_attempts(id, token)
+    held = true
+  end
+  if not held then
     tally('stale_acks')
     out[#out + 1] = 0
   else
