@@ -196,3 +196,42 @@ def test_the_proxy_adds_latency_and_a_cut_connection_is_reopened(proxy: Proxy) -
     assert proxy.accepted > accepted
     (q,) = client.client.queues()
     assert q.ready == 3
+
+
+@pytest.mark.parametrize("then", ["close", "hang"])
+def test_a_fetch_whose_reply_is_lost_gets_its_claims_back_when_sent_again(
+    proxy: Proxy, own_redis: RedisServer, capfd: pytest.CaptureFixture[str], then: str
+) -> None:
+    # Found by the soak (row 21): a claim whose reply a cut connection lost was leased to nobody
+    # until the reaper took it back with a failure counted. The consumer now sends the same
+    # fetch again (same request id) and Redis answers the claims it made.
+    ns = f"fetch{then}"
+    queue = wh.Queue.from_url(proxy.url(), namespace=ns, lease=L, reaper_interval=R,
+                              command_timeout=T)
+    worker = wh.Worker(concurrency=2, queue=queue, grace=G)
+    runs: list[tuple[str, int, float]] = []
+
+    @worker.handler("fetched", max_fails=10)
+    def fetched(j: wh.Job) -> None:
+        runs.append((j.id, j.fails, time.monotonic()))
+
+    client = wh.Queue.from_url(own_redis.url, namespace=ns, lease=L, reaper_interval=R)
+    worker.start()
+    try:
+        client.client.pause("fetched")
+        job = client.enqueue("fetched")
+        # Armed while the name is paused, so the fetch whose reply goes is the one that claims.
+        proxy.drop_reply(lambda args: b"fetched" in args, count=1, then=then)
+        t0 = time.monotonic()
+        client.client.unpause("fetched")
+        assert wait_for(lambda: runs, 3 * L)
+        assert worker.drain(10)
+    finally:
+        worker.stop(10)
+    assert proxy.dropped == 1
+    (run,) = runs
+    assert run[:2] == (job.id, 0), "the claim came back to its worker: no failure counted"
+    assert run[2] - t0 < L, "it ran before its lease could have run out"
+    stats = client.client.stats()
+    assert stats["reaped"] == 0 and stats["processed"] == 1, stats
+    assert "claiming jobs failed, retrying" in capfd.readouterr().err

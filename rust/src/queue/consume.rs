@@ -159,6 +159,8 @@ async fn run(
     let mut next_reap = Instant::now() + reap_every.mul_f64(fastrand::f64());
     let mut next_beat = Instant::now();
     let mut backoff = ERROR_BACKOFF.0;
+    // The next fetch's id: kept across a failed fetch, so sending it again is recognised.
+    let mut request = super::new_id();
     let mut acks_open = true;
     let mut stopping_since: Option<Instant> = None;
     // Redis's eviction policy is looked at with the first heartbeat that reaches it.
@@ -253,15 +255,18 @@ async fn run(
             }
             Some(room) => {
                 waiter.mark_seen();
-                let fetched = c
-                    .store
-                    .fetch(&c.worker_id, &c.wanted, room, c.lease, &waiter);
+                let fetched =
+                    c.store
+                        .fetch(&c.worker_id, &c.wanted, room, c.lease, &waiter, &request);
                 let claims = match fetched.await {
                     Ok(claims) => {
                         backoff = ERROR_BACKOFF.0;
+                        request = super::new_id();
                         claims
                     }
                     Err(err) => {
+                        // Sent again with the same request id: if Redis applied this fetch and
+                        // only its reply was lost, the retry gets its claims back.
                         eprintln!("workhorse: claiming jobs failed, retrying: {err:?}");
                         backoff = sleep_backoff(backoff).await;
                         continue;

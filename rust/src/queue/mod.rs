@@ -262,7 +262,10 @@ impl Store {
     }
 
     /// Claim up to `max` jobs. `waiter`: the consumer's, registered for wake-ups in the same
-    /// step, so an enqueue right after an empty fetch still wakes it.
+    /// step, so an enqueue right after an empty fetch still wakes it. `request`: the fetch's id
+    /// ("" for none), the same when a fetch whose reply was lost is sent again: Redis then
+    /// answers the claims the first one made (those still held) instead of leaving them leased
+    /// to nobody until the reaper counts them as failures.
     pub(crate) async fn fetch(
         &self,
         worker_id: &str,
@@ -270,13 +273,18 @@ impl Store {
         max: usize,
         lease: f64,
         waiter: &Waiter,
+        request: &str,
     ) -> Result<Vec<Claim>> {
         match (self, waiter) {
             (Store::Memory(b), _) => b.fetch(worker_id, wanted, max, lease).await,
             (Store::Redis(b), Waiter::Redis(w)) => {
-                b.fetch(worker_id, wanted, max, lease, w.id()).await
+                b.fetch_request(worker_id, wanted, max, lease, w.id(), request)
+                    .await
             }
-            (Store::Redis(b), _) => b.fetch(worker_id, wanted, max, lease, "").await,
+            (Store::Redis(b), _) => {
+                b.fetch_request(worker_id, wanted, max, lease, "", request)
+                    .await
+            }
         }
     }
 

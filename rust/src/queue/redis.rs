@@ -17,6 +17,7 @@
 //! | `{ns}:u:<key>` | string | the id holding a unique key while it waits |
 //! | `{ns}:cron:<slot>` | string | the id enqueued for a cron slot (expires after a day) |
 //! | `{ns}:enq:<request>` | string | an enqueue call's answer, for that call sent again (short-lived) |
+//! | `{ns}:fetch:<request>` | string | a fetch's claims, for that fetch sent again after a lost reply (a lease) |
 //! | `{ns}:pools` | hash | worker id -> heartbeat (JSON) |
 //! | `{ns}:stats` | hash | processed, failed, dead, stale_acks, reaped, data_losses |
 //! | `{ns}:epoch` | string | made at the first heartbeat; a new one means Redis lost its data |
@@ -443,6 +444,7 @@ impl RedisStore {
         Ok(won == 1)
     }
 
+    #[cfg(test)]
     pub(crate) async fn fetch(
         &self,
         worker_id: &str,
@@ -451,13 +453,31 @@ impl RedisStore {
         lease: f64,
         waiter_id: &str,
     ) -> Result<Vec<Claim>> {
+        self.fetch_request(worker_id, wanted, max, lease, waiter_id, "")
+            .await
+    }
+
+    /// One fetch; `request` ("" for none) lets the same fetch sent again after a lost reply
+    /// get back the claims the first one made (`{ns}:fetch:<request>`, kept for a lease).
+    pub(crate) async fn fetch_request(
+        &self,
+        worker_id: &str,
+        wanted: &[Wanted],
+        max: usize,
+        lease: f64,
+        waiter_id: &str,
+        request: &str,
+    ) -> Result<Vec<Claim>> {
+        let marker_ttl = lease.ceil().max(1.0) as u64 + 1;
         let mut inv = self.scripts.fetch.prepare_invoke();
         inv.key(self.key("data"))
             .arg(&self.prefix)
             .arg(worker_id)
             .arg(lease)
             .arg(max)
-            .arg(waiter_id);
+            .arg(waiter_id)
+            .arg(request)
+            .arg(marker_ttl);
         for i in super::sample_order(wanted) {
             let w = &wanted[i];
             inv.arg(&w.name).arg(w.max_concurrency).arg(w.max_fails);
@@ -1461,7 +1481,7 @@ mod tests {
             for w in &mut waiters {
                 w.mark_seen();
                 assert!(store
-                    .fetch("w", &want, 1, 30.0, w)
+                    .fetch("w", &want, 1, 30.0, w, "")
                     .await
                     .unwrap()
                     .is_empty());
@@ -1481,7 +1501,7 @@ mod tests {
             // Every waiter wakes on one enqueue.
             for w in &mut waiters {
                 w.mark_seen();
-                let _ = store.fetch("w", &want, 10, 30.0, w).await.unwrap();
+                let _ = store.fetch("w", &want, 10, 30.0, w, "").await.unwrap();
             }
             let t0 = Instant::now();
             let waits = waiters
@@ -1507,7 +1527,7 @@ mod tests {
             // until it is due.
             let w = &mut waiters[0];
             w.mark_seen();
-            let _ = store.fetch("w", &want, 10, 30.0, w).await.unwrap();
+            let _ = store.fetch("w", &want, 10, 30.0, w, "").await.unwrap();
             let store2 = store.clone();
             let enqueue = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(30)).await;
@@ -1519,7 +1539,7 @@ mod tests {
                 store.wait_for_work(w, 2.0).await;
                 w.mark_seen();
                 if !store
-                    .fetch("w", &want, 10, 30.0, w)
+                    .fetch("w", &want, 10, 30.0, w, "")
                     .await
                     .unwrap()
                     .is_empty()
@@ -1581,7 +1601,7 @@ mod tests {
             let mut w = store.waiter();
             w.mark_seen();
             assert!(store
-                .fetch("w", &want, 1, 30.0, &w)
+                .fetch("w", &want, 1, 30.0, &w, "")
                 .await
                 .unwrap()
                 .is_empty());
@@ -1606,7 +1626,14 @@ mod tests {
             }
             store.enqueue(vec![job("a")]).await.unwrap();
             w.mark_seen();
-            assert_eq!(store.fetch("w", &want, 1, 30.0, &w).await.unwrap().len(), 1);
+            assert_eq!(
+                store
+                    .fetch("w", &want, 1, 30.0, &w, "")
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
             // The waiter reconnects too and is woken again.
             let store2 = store.clone();
             let wait = tokio::spawn(async move {
@@ -1905,6 +1932,52 @@ mod tests {
             r.finish(vec![ack(&c[0], Outcome::Complete)]).await.unwrap();
             assert!(r.enqueue(vec![first.clone()]).await.unwrap()[0].is_some());
             assert_eq!(info(&r, "a").await.ready, 2);
+        });
+    }
+
+    #[test]
+    fn a_fetch_sent_again_gets_back_the_claims_it_made_that_are_still_held() {
+        let Some(srv) = server(&[]) else { return };
+        let s = store(&srv);
+        run(async {
+            s.enqueue((0..4).map(|_| job("a")).collect()).await.unwrap();
+            let w = wanted("a", 0, 4);
+            let first = s.fetch_request("w", &w, 2, 30.0, "", "f1").await.unwrap();
+            assert_eq!(first.len(), 2);
+            // The reply was lost, the fetch sent again (same request): the same two claims,
+            // same tokens, and nothing more claimed.
+            let again = s.fetch_request("w", &w, 2, 30.0, "", "f1").await.unwrap();
+            let pairs = |c: &[Claim]| {
+                c.iter()
+                    .map(|c| (c.job.id.clone(), c.token))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(pairs(&first), pairs(&again));
+            assert_eq!(info(&s, "a").await.ready, 2);
+            // A claim finished meanwhile is not handed out again.
+            s.finish(vec![ack(&first[0], Outcome::Complete)])
+                .await
+                .unwrap();
+            let third = s.fetch_request("w", &w, 2, 30.0, "", "f1").await.unwrap();
+            assert_eq!(pairs(&third), pairs(&first[1..]));
+            // Another request claims afresh; no request leaves no marker.
+            assert_eq!(
+                s.fetch_request("w", &w, 1, 30.0, "", "f2")
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert_eq!(s.fetch("w", &w, 1, 30.0, "").await.unwrap().len(), 1);
+            let mut con = s.con.lock().1.clone();
+            for (request, ttl_max) in [("f1", 31), ("f2", 31)] {
+                let ttl: i64 = redis::cmd("TTL")
+                    .arg(s.key(&format!("fetch:{request}")))
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                assert!((1..=ttl_max).contains(&ttl), "{request}: {ttl}");
+            }
         });
     }
 
