@@ -460,10 +460,18 @@ def main() -> int:
             break
     dbsize = resp(redis.port, "DBSIZE")
     bookkeeping = ("stats", "names", "epoch", "pools", "waiters")
-    leaked = [
-        k for k in keys
-        if not (k[0].split(":", 1)[1] in bookkeeping or k[0].split(":", 1)[1].startswith("wake:"))
-    ]
+    # Short-lived markers that expire by themselves: wake-up lists, the claims of recent
+    # fetches (kept for a lease) and the answers of recent enqueue calls (2 command timeouts +
+    # 10 s), each for the same call sent again after a lost reply. A key that vanished between
+    # SCAN and TYPE is "none".
+    expiring = ("wake:", "fetch:", "enq:")
+
+    def transient(key: tuple[str, str, int, int]) -> bool:
+        rest = key[0].split(":", 1)[1]
+        gone = key[1] == "none" or key[3] == -2  # expired between SCAN and TYPE or TTL
+        return gone or (rest.startswith(expiring) and 0 <= key[3] <= 120)
+
+    leaked = [k for k in keys if not (k[0].split(":", 1)[1] in bookkeeping or transient(k))]
     redis.kill()
 
     # -- report -------------------------------------------------------------------------------
@@ -511,10 +519,24 @@ def main() -> int:
     )
     print(f"  Redis at the end: DBSIZE {dbsize}; keys left:")
     wakes = [k for k in keys if k[0].split(":", 1)[1].startswith("wake:")]
-    for name, kind, size, ttl in sorted(keys):
-        if name.split(":", 1)[1].startswith("wake:"):
+    fetches = [k for k in keys if k[0].split(":", 1)[1].startswith("fetch:") and k[3] >= 0]
+    enqs = [k for k in keys if k[0].split(":", 1)[1].startswith("enq:") and k[3] >= 0]
+    for name, kind, count, ttl in sorted(keys):
+        if name.split(":", 1)[1].startswith(expiring) or kind == "none":
             continue
-        print(f"    {name} ({kind}, {size}{'' if ttl < 0 else f', expires in {ttl} s'})")
+        print(f"    {name} ({kind}, {count}{'' if ttl < 0 else f', expires in {ttl} s'})")
+    if fetches:
+        ttls = [k[3] for k in fetches]
+        print(
+            f"    {{{ns}}}:fetch:<request> x {len(fetches)} (recent fetches' claims, kept for a "
+            f"lease for a fetch sent again; expiring in {min(ttls)}-{max(ttls)} s)"
+        )
+    if enqs:
+        ttls = [k[3] for k in enqs]
+        print(
+            f"    {{{ns}}}:enq:<request> x {len(enqs)} (recent enqueue calls' answers, for a call "
+            f"sent again; expiring in {min(ttls)}-{max(ttls)} s)"
+        )
     if wakes:
         ttls = [k[3] for k in wakes]
         print(
