@@ -125,14 +125,17 @@ class LazyFuture(Future[_T]):
             self._result = result
             self._exception = exception
             self._state = FINISHED
-            if self._w:
-                if exception is None:
-                    for waiter in self._w:
-                        waiter.add_result(self)
-                else:
-                    for waiter in self._w:
-                        waiter.add_exception(self)
             self._notify()
+            # The waiters installed by now (wait/as_completed install under _LOCK, after looking
+            # at the state: any installed later saw FINISHED). They are told outside _LOCK: it
+            # is one lock for every future, and a waiter's add_result takes its own lock and
+            # wakes a thread; held across that, _LOCK would make every other thread queue.
+            waiters = tuple(self._w) if self._w else ()
+        for waiter in waiters:
+            if exception is None:
+                waiter.add_result(self)
+            else:
+                waiter.add_exception(self)
         if self._dc:
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
