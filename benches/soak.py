@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -88,102 +87,20 @@ APP = textwrap.dedent(
 )
 
 
-# -- redis-server and a minimal RESP client -------------------------------------------------------
+# -- redis-server: the tests' own (tests/redis_server.py), with its minimal RESP client --------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_server import (  # type: ignore[import-not-found]  # noqa: E402
+    REDIS_SERVER,
+    RedisServer,
+    RespError,
+    command,
+)
 
 
-def resp(port: int, *args: object, timeout: float = 10.0) -> Any:
+def resp(port: int, *args: object) -> Any:
     """One command on its own connection; the decoded reply (errors raised)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            data = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        sock.sendall(b"".join(out))
-        return _Reader(sock).reply()
-
-
-class _Reader:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, b""
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("redis closed the connection")
-        self.buf += chunk
-
-    def reply(self) -> Any:
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self._fill()
-            data, self.buf = self.buf[:n], self.buf[n + 2 :]
-            return data
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.reply() for _ in range(n)]
-        raise RuntimeError(f"unexpected reply {line!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Redis:
-    """redis-server on a free port with AOF; kill() is kill -9, start() again on the same files."""
-
-    def __init__(self, directory: Path, fsync: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("soak: redis-server is not installed")
-        self.binary, self.directory, self.fsync = binary, directory, fsync
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self, timeout: float = 120.0) -> float:
-        """Start and wait until it answers PING with its data loaded; the seconds that took."""
-        began = time.monotonic()
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", self.fsync],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"soak: redis-server exited with {self.proc.returncode}")
-            try:
-                if resp(self.port, "PING", timeout=1.0) == "PONG":
-                    return time.monotonic() - began
-            except (OSError, RuntimeError):  # refused, or LOADING the AOF
-                pass
-            if time.monotonic() - began > timeout:
-                sys.exit("soak: redis-server did not come back")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    return command(port, *args, timeout=10.0)
 
 
 # -- the worker processes and the chaos ---------------------------------------------------------
@@ -324,7 +241,11 @@ def main() -> int:
     (directory / "soak_app.py").write_text(APP)
     (directory / "ledger").mkdir()
     (directory / "redis").mkdir()
-    redis = Redis(directory / "redis", args.fsync)
+    if REDIS_SERVER is None:
+        sys.exit("soak: redis-server is not installed")
+    redis = RedisServer(
+        str(directory / "redis"), start_timeout=120.0, aof=True, appendfsync=args.fsync
+    )
     ns = "soak"
     print(
         f"soak: {n:,} jobs, {args.workers} worker processes x concurrency {args.concurrency}, "
@@ -358,7 +279,7 @@ def main() -> int:
         try:
             cut[1] += int(resp(redis.port, "CLIENT", "KILL", "TYPE", "normal"))
             cut[0] += 1
-        except (OSError, RuntimeError):
+        except (OSError, RespError):
             pass  # Redis is restarting
 
     every(stop, tuple(args.kill_every), rng, lambda: workers.kill_one(rng))
@@ -387,7 +308,7 @@ def main() -> int:
             at = time.monotonic()
             redis.kill()
             restart["at"] = at - work_began
-            restart["down"] = redis.start()
+            restart["down"] = redis.start(timeout=120.0)
             # everysec may lose the last second or two of writes: the acks of up to this many
             # jobs (those processed in the 2 s before the kill) may come undone.
             earlier = [p for t, p in history if t <= at - 2.0]

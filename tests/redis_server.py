@@ -87,18 +87,20 @@ def free_port() -> int:
 class RedisServer:
     """`RedisServer(tmpdir)` starts redis-server on a free port and waits for PING.
 
-    `aof=True` turns on the append-only file with `appendfsync always` (every acknowledged write
-    is on disk before the reply); `kill()` is kill -9 and `start()` starts it again on the same
-    port and directory, so a test can restart Redis under its clients' feet.
+    `aof=True` turns on the append-only file, by default with `appendfsync always` (every
+    acknowledged write is on disk before the reply); `kill()` is kill -9 and `start()` starts it
+    again on the same port and directory, so a test (or the soak bench) can restart Redis under
+    its clients' feet.
     """
 
     def __init__(
         self, directory: str, start_timeout: float = 10.0, *, aof: bool = False,
-        extra: tuple[str, ...] = (),
+        appendfsync: str = "always", extra: tuple[str, ...] = (),
     ) -> None:
         if REDIS_SERVER is None:
             raise FileNotFoundError("redis-server is not installed")
         self.directory, self.aof, self.extra = directory, aof, extra
+        self.appendfsync = appendfsync
         last: BaseException | None = None
         # A port found free may be taken before redis binds it: try a few.
         for _ in range(5):
@@ -111,11 +113,13 @@ class RedisServer:
                 self.stop()
         raise RuntimeError(f"redis-server did not start: {last}")
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start (again) on this server's port and directory; wait until it answers PING."""
+    def start(self, timeout: float = 10.0) -> float:
+        """Start (again) on this server's port and directory; wait until it answers PING (its
+        append-only file loaded): the seconds that took."""
         assert REDIS_SERVER is not None
+        began = time.monotonic()
         persistence = (
-            ["--appendonly", "yes", "--appendfsync", "always"]
+            ["--appendonly", "yes", "--appendfsync", self.appendfsync]
             if self.aof
             else ["--appendonly", "no"]
         )
@@ -133,6 +137,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         self._wait_ready(timeout)
+        return time.monotonic() - began
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -142,7 +147,7 @@ class RedisServer:
             try:
                 if self.ping():
                     return
-            except (OSError, RespError):
+            except (OSError, RespError):  # refused, or LOADING the append-only file
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not answer PING")

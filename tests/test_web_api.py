@@ -137,30 +137,30 @@ def mem_dash(make_dash: Callable[..., Dash]) -> Dash:
     return make_dash(wh.Queue.from_url("memory://"))
 
 
-def make_dead(queue: wh.Queue, n: int, name: str = "doomed") -> list[str]:
-    """Ids of n jobs of `name` put in the dead set by a worker (Result.dead), stopped after."""
-    worker = wh.Worker(queue=queue, concurrency=4, grace=1.0)
-    worker.handler(name)(lambda job: wh.Result.dead(f"reason {job.args['i']}"))
+def _fill(
+    queue: wh.Queue, n: int, name: str, handler: Any, which: str, **options: Any
+) -> list[str]:
+    """Ids of n jobs of `name` that a worker running `handler` left in the `which` set."""
+    worker = wh.Worker(queue=queue, concurrency=4, grace=1.0, logger=_quiet)
+    worker.handler(name, **options)(handler)
     jobs = queue.enqueue_many([(name, {"i": i}) for i in range(n)])
+    page = getattr(queue.client, f"{which}_jobs")
     try:
         assert worker.drain(10)
-        assert poll_until(lambda: queue.client.dead_jobs().total == n, timeout=10)
+        assert poll_until(lambda: page().total == n, timeout=10)
     finally:
         worker.stop(3)
     return [job.id for job in jobs if job is not None]
+
+
+def make_dead(queue: wh.Queue, n: int, name: str = "doomed") -> list[str]:
+    """Ids of n jobs of `name` put in the dead set by a worker (Result.dead)."""
+    return _fill(queue, n, name, lambda job: wh.Result.dead(f"reason {job.args['i']}"), "dead")
 
 
 def make_retry(queue: wh.Queue, n: int, name: str = "flaky") -> list[str]:
     """Ids of n jobs of `name` waiting in the retry set for a minute."""
-    worker = wh.Worker(queue=queue, concurrency=4, grace=1.0, logger=_quiet)
-    worker.handler(name, backoff=lambda job: 60)(lambda job: 1 / 0)
-    jobs = queue.enqueue_many([(name, {"i": i}) for i in range(n)])
-    try:
-        assert worker.drain(10)
-        assert poll_until(lambda: queue.client.retry_jobs().total == n, timeout=10)
-    finally:
-        worker.stop(3)
-    return [job.id for job in jobs if job is not None]
+    return _fill(queue, n, name, lambda job: 1 / 0, "retry", backoff=lambda job: 60)
 
 
 def by_name(dash: Dash) -> dict[str, dict[str, Any]]:

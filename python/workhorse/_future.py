@@ -146,14 +146,7 @@ class LazyFuture(Future[_T]):
         # FINISHED is final: no lock is needed to read a finished result.
         if self._state == FINISHED and self._exception is None:
             return self._result  # type: ignore[no-any-return]
-        with _LOCK:
-            if self._state not in _DONE:
-                self._block(timeout)
-            if self._state in _CANCELLED:
-                raise CancelledError()
-            if self._state != FINISHED:
-                raise FuturesTimeoutError()
-            exc = self._exception
+        exc = self._finished(timeout)
         if exc is not None:
             try:
                 raise exc
@@ -162,6 +155,11 @@ class LazyFuture(Future[_T]):
         return self._result  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._finished(timeout)
+
+    def _finished(self, timeout: float | None) -> BaseException | None:
+        """Wait until finished (at most timeout s) and give the call's exception or None;
+        CancelledError if cancelled, concurrent.futures.TimeoutError if still pending."""
         with _LOCK:
             if self._state not in _DONE:
                 self._block(timeout)

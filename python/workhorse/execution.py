@@ -88,13 +88,8 @@ class Execution:
         if self._waiters:
             with _done_cond:
                 _done_cond.notify_all()
-        futures = self._futures
-        if futures:
-            for fut in futures:
-                try:
-                    fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
-                except RuntimeError:
-                    pass  # the awaiter's event loop is closed: nobody is left to tell
+        if self._futures:
+            _tell_awaiters(self._futures, status)
         schedule = self.schedule
         if schedule is not None:
             # The schedule keeps its execution; dropping the way back leaves no reference cycle.
@@ -159,6 +154,15 @@ def _resolve(fut: asyncio.Future[Status], status: Status) -> None:
         fut.set_result(status)
 
 
+def _tell_awaiters(futures: list[asyncio.Future[Status]], status: Status) -> None:
+    """Resolve the asyncio futures of an execution's awaiters, each on its own loop."""
+    for fut in futures:
+        try:
+            fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
+        except RuntimeError:
+            pass  # the awaiter's event loop is closed: nobody is left to tell
+
+
 def finish_unstarted(records: Iterable[object], error: BaseException) -> None:
     """Resolve executions that never started (a stop) as UNAVAILABLE with `error`, and end their
     schedules: what `_finish` does for one, with one wake-up of the waiters for all of them.
@@ -174,13 +178,8 @@ def finish_unstarted(records: Iterable[object], error: BaseException) -> None:
         ex._done = True
         if ex._waiters:
             notify = True
-        futures = ex._futures
-        if futures:
-            for fut in futures:
-                try:
-                    fut.get_loop().call_soon_threadsafe(_resolve, fut, status)
-                except RuntimeError:
-                    pass  # the awaiter's event loop is closed: nobody is left to tell
+        if ex._futures:
+            _tell_awaiters(ex._futures, status)
         schedule = ex.schedule
         if schedule is not None:
             ex.schedule = None

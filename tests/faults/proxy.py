@@ -114,20 +114,30 @@ class _Conn:
         self.dead = True
         self.s_writer.close()
 
+    async def _next(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next chunk to forward, after the proxy's delay; None at the end of the stream;
+        b"" once black-holed (the connection is then made half-open, see kill_quietly)."""
+        chunk = await reader.read(65536)
+        if not chunk:
+            return None
+        if self.dead or self.proxy.mode == "blackhole":
+            if not self.dead:
+                self.proxy.blackholed += 1
+                self.kill_quietly()
+            return b""
+        if self.proxy.delay:
+            await asyncio.sleep(self.proxy.delay)
+        return chunk
+
     async def upstream(self) -> None:
         buf = bytearray()
         try:
             while True:
-                chunk = await self.c_reader.read(65536)
-                if not chunk:
+                chunk = await self._next(self.c_reader)
+                if chunk is None:
                     break
-                if self.dead or self.proxy.mode == "blackhole":
-                    if not self.dead:
-                        self.proxy.blackholed += 1
-                        self.kill_quietly()
-                    continue
-                if self.proxy.delay:
-                    await asyncio.sleep(self.proxy.delay)
+                if not chunk:
+                    continue  # black-holed: read on, the client's side stays open
                 buf += chunk
                 for value, _raw in _take_all(buf):
                     args = value if isinstance(value, list) else []
@@ -143,16 +153,11 @@ class _Conn:
         buf = bytearray()
         try:
             while True:
-                chunk = await self.s_reader.read(65536)
-                if not chunk:
+                chunk = await self._next(self.s_reader)
+                if chunk is None:
                     break
-                if self.dead or self.proxy.mode == "blackhole":
-                    if not self.dead:
-                        self.proxy.blackholed += 1
-                        self.kill_quietly()
-                    return
-                if self.proxy.delay:
-                    await asyncio.sleep(self.proxy.delay)
+                if not chunk:
+                    return  # black-holed: nothing more goes back to the client
                 buf += chunk
                 out = bytearray()
                 for value, raw in _take_all(buf):

@@ -4,7 +4,6 @@ redis-server of the test's own; the handlers' ledger (a list in this process) is
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -12,35 +11,50 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
+from redis_server import RedisServer, RespError
 
 import workhorse as wh
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def command(port: int, *args: str) -> bytes:
-    """One RESP command on its own connection; the raw reply."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
-        parts = [f"*{len(args)}\r\n".encode()]
-        for a in args:
-            parts.append(f"${len(a.encode())}\r\n{a}\r\n".encode())
-        c.sendall(b"".join(parts))
-        return c.recv(65536)
+class Ran:
+    """The `i` argument of every run that ended, in order (thread-safe): the ledger."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: list[int] = []
+
+    def add(self, i: int) -> None:
+        with self._lock:
+            self._done.append(i)
+
+    def done(self) -> list[int]:
+        with self._lock:
+            return list(self._done)
+
+
+def recording_worker(
+    url: str, ns: str, concurrency: int, max_fails: int, backoff: float, work: float = 0.0
+) -> tuple[wh.Queue, wh.Worker, Ran]:
+    """A queue (L = 2 s, R = 0.2 s) and a worker whose "job" handler records its `i` argument."""
+    queue = wh.Queue.from_url(url, namespace=ns, lease=2.0, reaper_interval=0.2)
+    worker = wh.Worker(concurrency=concurrency, queue=queue)
+    ran = Ran()
+
+    @worker.handler("job", max_fails=max_fails, backoff=lambda job: backoff)
+    def job(j: wh.Job) -> None:
+        if work:
+            time.sleep(work)
+        ran.add(j.args["i"])
+
+    return queue, worker, ran
 
 
 def test_workers_reconnect_after_a_redis_restart_and_lose_no_acknowledged_enqueue(
     aof_redis: RedisServer,
 ) -> None:
-    queue = wh.Queue.from_url(aof_redis.url, namespace="restart", lease=2.0, reaper_interval=0.2)
-    worker = wh.Worker(concurrency=4, queue=queue)
-    done: list[int] = []
-    lock = threading.Lock()
-
-    @worker.handler("job", max_fails=10, backoff=lambda job: 0.1)
-    def job(j):
-        with lock:
-            done.append(j.args["i"])
+    queue, worker, ran = recording_worker(aof_redis.url, "restart", 4, max_fails=10, backoff=0.1)
 
     acked = [queue.enqueue("job", {"i": i}).args["i"] for i in range(50)]
     later = queue.enqueue_in("job", 1.5, {"i": 1000})  # scheduled across the restart
@@ -60,11 +74,11 @@ def test_workers_reconnect_after_a_redis_restart_and_lose_no_acknowledged_enqueu
             time.sleep(0.2)
     end = time.monotonic() + 20
     while time.monotonic() < end:
-        with lock:
-            if set(acked) | {later.args["i"]} <= set(done):
-                break
+        if set(acked) | {later.args["i"]} <= set(ran.done()):
+            break
         time.sleep(0.05)
     worker.stop(5)
+    done = ran.done()
     assert set(acked) <= set(done), sorted(set(acked) - set(done))
     assert 1000 in done, "the scheduled job did not fire after the restart"
 
@@ -75,16 +89,9 @@ def test_jobs_all_complete_while_connections_are_killed(own_redis: RedisServer) 
     # run for 30 s. Every acknowledged enqueue completes; duplicates need a refused
     # or lost ack.
     server = own_redis
-    queue = wh.Queue.from_url(server.url, namespace="kill", lease=2.0, reaper_interval=0.2)
-    worker = wh.Worker(concurrency=8, queue=queue)
-    done: list[int] = []
-    lock = threading.Lock()
-
-    @worker.handler("job", max_fails=50, backoff=lambda job: 0.05)
-    def job(j):
-        time.sleep(0.002)
-        with lock:
-            done.append(j.args["i"])
+    queue, worker, ran = recording_worker(
+        server.url, "kill", 8, max_fails=50, backoff=0.05, work=0.002
+    )
 
     acked: list[int] = []
     killed = 0
@@ -94,9 +101,8 @@ def test_jobs_all_complete_while_connections_are_killed(own_redis: RedisServer) 
         nonlocal killed
         while not stop.wait(0.2):
             try:
-                reply = command(server.port, "CLIENT", "KILL", "TYPE", "normal")
-                killed += int(reply[1:].split(b"\r\n")[0] or 0)
-            except (OSError, ValueError):
+                killed += int(server.command("CLIENT", "KILL", "TYPE", "normal"))
+            except (OSError, RespError):
                 pass
 
     threading.Thread(target=killer, daemon=True).start()
@@ -112,13 +118,13 @@ def test_jobs_all_complete_while_connections_are_killed(own_redis: RedisServer) 
         time.sleep(0.05)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        with lock:
-            if set(acked) <= set(done):
-                break
+        if set(acked) <= set(ran.done()):
+            break
         time.sleep(0.05)
     stop.set()
     worker.stop(5)
     assert killed >= 60, f"only {killed} connections were killed"
+    done = ran.done()
     missing = set(acked) - set(done)
     assert not missing, f"{len(missing)} acknowledged jobs never completed"
     stats = queue.client.stats()
@@ -188,7 +194,7 @@ def test_a_worker_that_cannot_renew_cancels_its_job_before_the_lease_ends(
     assert started.wait(10)
     time.sleep(0.05)
     paused_at = time.monotonic()
-    command(server.port, "CLIENT", "PAUSE", str(int(2.5 * lease * 1000)), "ALL")
+    server.command("CLIENT", "PAUSE", int(2.5 * lease * 1000), "ALL")
     end = time.monotonic() + 20
     while time.monotonic() < end and not any(k == "rerun" for k, _ in seen):
         time.sleep(0.05)
