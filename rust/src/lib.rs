@@ -1,6 +1,6 @@
 //! workhorse._core: the tokio-based engine behind workhorse.
 //!
-//! sources (timers.rs, channel.rs receive loops, queue/ consumers) -> dispatch.rs (permits, ready
+//! sources (timers.rs, channel.rs receive loops, queue/ consumers) -> dispatch/ (permits, ready
 //! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime.
 
 mod channel;
