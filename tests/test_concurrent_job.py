@@ -467,3 +467,32 @@ def test_runs_shorter_than_start_interval_still_ramp_to_max_workers(
     cj.register("h", lambda job: seen.add(job.ctx.get("worker_number")))
     cj.start()
     assert wait_until(lambda: seen == {1, 2, 3}, timeout=3), seen
+
+
+@pytest.mark.parametrize("mode", [P.SYNC, P.ASYNC])
+def test_short_cpu_bound_runs_still_ramp_one_slot_per_start_interval(make_concurrent_job, mode):
+    # Each run holds the GIL for half an interval, so refilling every reached slot at a tick
+    # takes the control thread longer than the interval: slots not yet reached must still come
+    # up at their own tick (slot k at start + (k - 1) * interval), not wait behind the refills.
+    interval, max_workers = 0.02, 10
+    first_run: dict[int, float] = {}
+
+    def burn(job):
+        first_run.setdefault(job.ctx.get("worker_number"), time.monotonic())
+        end = time.perf_counter() + interval / 2
+        while time.perf_counter() < end:
+            pass
+
+    cj = make_concurrent_job(
+        wh.Job("h"), perform_with=mode, max_workers=max_workers, start_interval=interval
+    )
+    cj.register("h", burn)
+    start = time.monotonic()
+    cj.start()
+    while len(first_run) < max_workers and time.monotonic() - start < 2.0:
+        time.sleep(0.01)
+    cj.stop(timeout=2)
+    late = {n: round((t - start) / interval, 1) for n, t in sorted(first_run.items())}
+    assert sorted(late) == list(range(1, max_workers + 1)), f"first runs, in intervals: {late}"
+    # Documented: slot 10 at 9 intervals; allow for a busy machine, not for a stalled ramp.
+    assert max(late.values()) < 3 * (max_workers - 1), f"first runs, in intervals: {late}"

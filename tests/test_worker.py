@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -265,6 +266,64 @@ def test_every_adapter_sees_the_final_status_on_the_way_out(make_worker, behavio
     worker.register("h", handler)
     assert worker.perform(wh.Job("h")).wait(2) is expected
     assert seen == [expected, expected]
+
+
+@dataclasses.dataclass
+class _ObservedByDataclass:
+    """A class-based adapter's handler; a dataclass with eq is unhashable."""
+
+    next_handler: object
+    seen: list
+
+    def __call__(self, job):
+        try:
+            return self.next_handler(job)
+        finally:
+            self.seen.append(job.ctx.status)
+
+
+class _ObservedBySlots:
+    """A class-based adapter's handler with __slots__: no weak references to it."""
+
+    __slots__ = ("next_handler", "seen")
+
+    def __init__(self, next_handler, seen):
+        self.next_handler, self.seen = next_handler, seen
+
+    def __call__(self, job):
+        try:
+            return self.next_handler(job)
+        finally:
+            self.seen.append(job.ctx.status)
+
+
+@pytest.mark.parametrize("observed", [_ObservedByDataclass, _ObservedBySlots])
+@pytest.mark.parametrize("applied_with", ["adapt", "worker"])
+def test_class_based_adapters_see_the_final_status_however_applied(
+    make_worker, observed, applied_with
+):
+    seen = []
+
+    def observe(next_handler):
+        return observed(next_handler, seen)
+
+    def fails(job):
+        raise ValueError("boom")
+
+    def succeeds(job):
+        pass
+
+    if applied_with == "adapt":
+        worker = make_worker(concurrency=1).start()
+        worker.register("fails", wh.adapt(fails, observe))
+        worker.register("ok", wh.adapt(succeeds, observe))
+    else:
+        worker = make_worker(concurrency=1, adapters=[observe]).start()
+        worker.register("fails", fails)
+        worker.register("ok", succeeds)
+    assert worker.perform(wh.Job("fails")).wait(2) is wh.Status.INTERNAL_ERROR
+    assert worker.perform(wh.Job("ok"), sync=True) is wh.Status.SUCCESS
+    assert seen == [wh.Status.INTERNAL_ERROR, wh.Status.SUCCESS]
 
 
 def test_adapter_that_raises_marks_the_execution_internal_error(worker):

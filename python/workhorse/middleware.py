@@ -32,11 +32,33 @@ Adapter = Callable[[Handler], Handler]
 logger = logging.getLogger("workhorse")
 
 
-# What adapt() built, by the handler it returned: the bare handler and the adapters around it, so
-# that a Worker given an adapted handler can put the status rules inside those adapters too.
-_adapted: weakref.WeakKeyDictionary[Handler, tuple[Handler, tuple[Adapter, ...]]] = (
-    weakref.WeakKeyDictionary()
-)
+# What adapt() built, by the identity of the handler it returned: the bare handler and the adapters
+# around it, so that a Worker given an adapted handler can put the status rules inside those
+# adapters too. Keyed by id() with a weak reference, not by hash/eq: class-based adapters often
+# return unhashable handlers (dataclasses) or ones whose __eq__ would match another chain's.
+_adapted: dict[int, tuple[weakref.ref[Handler], Handler, tuple[Adapter, ...]]] = {}
+
+
+def _forget(key: int, ref: weakref.ref[Handler]) -> None:
+    entry = _adapted.get(key)
+    if entry is not None and entry[0] is ref:
+        _adapted.pop(key, None)
+
+
+def _forwarding(handler: Handler) -> Handler:
+    # A plain function in front of a handler that takes no weak references (__slots__).
+    if is_async_handler(handler):
+        async_handler: Callable[[Job], Awaitable[object]] = handler  # type: ignore[assignment]
+
+        async def forward_async(job: Job) -> object:
+            return await async_handler(job)
+
+        return forward_async
+
+    def forward(job: Job) -> object:
+        return handler(job)
+
+    return forward
 
 
 def adapt(handler: Handler, *adapters: Adapter) -> Handler:
@@ -53,18 +75,20 @@ def adapt(handler: Handler, *adapters: Adapter) -> Handler:
         handler = wrapped
     if adapters:
         try:
-            _adapted[handler] = (bare, applied + adapters)
+            ref = weakref.ref(handler, functools.partial(_forget, id(handler)))
         except TypeError:
-            pass  # not weakly referenceable: a Worker then applies the rules outside its adapters
+            handler = _forwarding(handler)
+            ref = weakref.ref(handler, functools.partial(_forget, id(handler)))
+        _adapted[id(handler)] = (ref, bare, applied + adapters)
     return handler
 
 
 def unadapt(handler: Handler) -> tuple[Handler, tuple[Adapter, ...]]:
     """The bare handler and the adapters adapt() put around it (none for a plain handler)."""
-    try:
-        return _adapted.get(handler, (handler, ()))
-    except TypeError:
+    entry = _adapted.get(id(handler))
+    if entry is None or entry[0]() is not handler:
         return handler, ()
+    return entry[1], entry[2]
 
 
 def run_safely(fn: Callable[[], object], job: Job | None = None) -> BaseException | None:

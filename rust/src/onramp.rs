@@ -1,10 +1,13 @@
 //! On-ramping for ConcurrentJob: which worker slot to fill, and when.
 //!
 //! Slot 1 is filled at once; then one more slot is reached every `start_interval` (tick k at
-//! start plus k intervals) until all `max_workers` are. At each tick every reached slot that is
-//! free (its run ended) is filled again, so runs shorter than the interval still ramp up to
-//! `max_workers`, and an ended run is refilled at the next tick, not at once. With an interval of
-//! zero every free slot is filled at once.
+//! start plus k intervals, by the clock, so ticks the control thread was too busy to see still
+//! count) until all `max_workers` are. At each tick every reached slot that is free (its run
+//! ended) is filled again, so runs shorter than the interval still ramp up to `max_workers`, and
+//! an ended run is refilled at the next tick, not at once. Slots wait in one queue: a newly
+//! reached slot goes first and a free one joins the back once, so when refills take longer than
+//! an interval (short CPU-bound runs holding the GIL) no slot is starved. With an interval of zero
+//! every free slot is filled at once.
 
 use crate::errors::Error;
 use crate::runtime::{now_ns, secs_to_ns};
@@ -19,8 +22,9 @@ struct Ramp {
     running: Vec<bool>,
     /// Slots the ramp has reached so far: one more at every tick until all are.
     activated: usize,
-    /// Free activated slots to fill now (taken at the last tick).
+    /// Free reached slots waiting to be filled, in order; `queued` marks them.
     fillable: VecDeque<usize>,
+    queued: Vec<bool>,
     next_tick: Option<u64>,
     closed: bool,
 }
@@ -28,30 +32,31 @@ struct Ramp {
 impl Ramp {
     /// The slot to fill now, if any, and when to look again otherwise.
     ///
-    /// At each tick one more slot is activated, and every activated slot that is free (never
-    /// filled, or its run ended) is filled: so runs shorter than the interval still ramp up to
-    /// `max_workers`, and a slot whose run ended waits for the next tick, never refilled at once.
+    /// At each tick the slots reached since the last one go to the front of the queue and every
+    /// other free reached slot joins its back (once): so runs shorter than the interval still
+    /// ramp up to `max_workers`, a slot whose run ended waits for the next tick, and a slot
+    /// still waiting from an earlier tick keeps its place instead of going behind slot 1 again.
     fn poll(&mut self, now: u64) -> (Option<usize>, Option<u64>) {
         let n = self.running.len();
         match self.next_tick {
             None => {
                 // First call: slot 1 at once (every slot with no interval); the clock starts now.
                 self.next_tick = Some(now.saturating_add(self.interval));
-                self.activated = if self.interval == 0 { n } else { 1 };
-                self.take_free();
+                self.reach(if self.interval == 0 { n } else { 1 });
             }
             Some(_) if self.interval == 0 => self.take_free(),
             Some(next_tick) if now >= next_tick => {
-                // Ticks missed while nothing was free are not saved up.
+                // Every tick passed reaches a slot; refills of missed ticks are not saved up.
                 let behind = (now - next_tick) / self.interval + 1;
                 self.next_tick =
                     Some(next_tick.saturating_add(behind.saturating_mul(self.interval)));
-                self.activated = (self.activated + 1).min(n);
-                self.take_free();
+                let reached = usize::try_from(behind).unwrap_or(usize::MAX);
+                self.reach(self.activated.saturating_add(reached).min(n));
             }
             Some(_) => {}
         }
         while let Some(slot) = self.fillable.pop_front() {
+            self.queued[slot] = false;
             if !self.running[slot] {
                 return (Some(self.fill(slot)), None);
             }
@@ -66,8 +71,25 @@ impl Ramp {
         )
     }
 
+    /// Reach slots up to `activated` (they are filled first), then queue the other free ones.
+    fn reach(&mut self, activated: usize) {
+        for slot in (self.activated..activated).rev() {
+            if !self.running[slot] && !self.queued[slot] {
+                self.queued[slot] = true;
+                self.fillable.push_front(slot);
+            }
+        }
+        self.activated = activated;
+        self.take_free();
+    }
+
     fn take_free(&mut self) {
-        self.fillable = (0..self.activated).filter(|&s| !self.running[s]).collect();
+        for slot in 0..self.activated {
+            if !self.running[slot] && !self.queued[slot] {
+                self.queued[slot] = true;
+                self.fillable.push_back(slot);
+            }
+        }
     }
 
     fn fill(&mut self, slot: usize) -> usize {
@@ -103,6 +125,7 @@ impl OnRamp {
                     running: vec![false; max_workers as usize],
                     activated: 0,
                     fillable: VecDeque::new(),
+                    queued: vec![false; max_workers as usize],
                     next_tick: None,
                     closed: false,
                 }),
@@ -179,6 +202,7 @@ mod tests {
             running: vec![false; n],
             activated: 0,
             fillable: VecDeque::new(),
+            queued: vec![false; n],
             next_tick: None,
             closed: false,
         }
@@ -211,14 +235,43 @@ mod tests {
         assert_eq!(r.poll(0).0, Some(1));
         r.running[0] = false; // the run ended before the next tick
         assert_eq!(r.poll(50).0, None);
-        assert_eq!(r.poll(100).0, Some(1));
+        // The newly reached slot first, then the refills.
         assert_eq!(r.poll(100).0, Some(2));
+        assert_eq!(r.poll(100).0, Some(1));
         r.running[0] = false;
         r.running[1] = false;
+        assert_eq!(r.poll(200).0, Some(3));
         assert_eq!(r.poll(200).0, Some(1));
         assert_eq!(r.poll(200).0, Some(2));
-        assert_eq!(r.poll(200).0, Some(3));
         assert_eq!(r.poll(200).0, None);
+    }
+
+    #[test]
+    fn a_new_slot_is_not_starved_by_refills_that_outlast_a_tick() {
+        // Runs end at once, but each fill takes 60: the queue of one tick is not done by the
+        // next, and the slots still waiting keep their place instead of going behind slot 1.
+        let mut r = ramp(4, 100);
+        let mut now = 0;
+        let mut reached = [false; 4];
+        while now < 1_000 {
+            if let (Some(slot), _) = r.poll(now) {
+                reached[slot - 1] = true;
+                r.running[slot - 1] = false;
+            }
+            now += 60;
+        }
+        assert_eq!(reached, [true; 4]);
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_still_reach_their_slots() {
+        let mut r = ramp(4, 100);
+        assert_eq!(r.poll(0).0, Some(1));
+        // The control thread comes back after three ticks: slots 2, 3 and 4 are all due.
+        assert_eq!(r.poll(350).0, Some(2));
+        assert_eq!(r.poll(350).0, Some(3));
+        assert_eq!(r.poll(350).0, Some(4));
+        assert_eq!(r.poll(350), (None, Some(400)));
     }
 
     #[test]
