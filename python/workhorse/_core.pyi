@@ -16,6 +16,8 @@ __all__ = [
     "monotonic",
     "shutdown",
     "pending_timers",
+    "settle",
+    "gc_exempt",
     "core_panics",
     "CoreError",
     "ChannelClosed",
@@ -93,6 +95,13 @@ def shutdown() -> None:
 def core_panics() -> int:
     """Panics (bugs) of the core's background threads and tasks, reported on stderr."""
 
+def settle(*objs: object) -> None:
+    """Untrack each object from the cyclic GC when nothing it refers to is tracked (Status
+    members and Sessions aside), track it again otherwise (rust/src/gc.rs)."""
+
+def gc_exempt(types: list[type]) -> None:
+    """Types whose instances never keep a settled object tracked."""
+
 def pending_timers() -> int:
     """Entries in the process-wide timer heap."""
 
@@ -116,12 +125,26 @@ class Dispatcher:
     """Per-worker dispatcher: sources make keys due, permits admit them to ready lanes."""
 
     def __new__(cls, concurrency: int) -> Self: ...
-    def submit(self, key: int, is_async: bool) -> bool: ...
+    def submit(self, record: Any, is_async: bool) -> bool: ...
     def begin_inline(self) -> None: ...
-    def schedule_at(self, key: int, when: float, is_async: bool) -> None: ...
-    def every(self, key: int, first: float, period: float, sync: bool, is_async: bool) -> None: ...
+    def schedule_at(self, key: int, when: float, is_async: bool, record: Any = None) -> None: ...
+    def every(
+        self,
+        key: int,
+        first: float,
+        period: float,
+        sync: bool,
+        is_async: bool,
+        record: Any = None,
+    ) -> None: ...
     def receive(
-        self, key: int, channel: Channel, sync: bool, is_async: bool, drain: bool = False
+        self,
+        key: int,
+        channel: Channel,
+        sync: bool,
+        is_async: bool,
+        drain: bool = False,
+        record: Any = None,
     ) -> None: ...
     def consume(
         self,
@@ -132,6 +155,7 @@ class Dispatcher:
         prefetch: int,
         is_async: bool,
         concurrency: int,
+        record: Any = None,
     ) -> None: ...
     def done_claim(
         self,
@@ -149,14 +173,14 @@ class Dispatcher:
     def cancel(self, key: int) -> bool: ...
     def take(
         self, is_async: bool, max_n: int, timeout: float, returning: bool = False
-    ) -> list[tuple[int, Any, float, bool]] | None: ...
-    def take_one(
-        self, timeout: float, returning: bool = False
-    ) -> tuple[int, Any, float, bool] | tuple[()] | None: ...
+    ) -> list[tuple[int, Any, Any, float, bool]] | None: ...
+    def run_sync(
+        self,
+        run: Callable[[int, Any, Any, float, bool], int | None],
+        spawn: Callable[[], None],
+    ) -> None: ...
     def done(self, key: int, status: int = ...) -> None: ...  # status defaults to -1
-    def done_many(self, done: list[tuple[int, int]]) -> None: ...
-    def idle_threads(self, is_async: bool) -> int: ...
-    def close(self) -> list[int]: ...
+    def close(self) -> tuple[list[Any], list[Any]]: ...
     def wait_idle(self, timeout: float | None) -> bool: ...
     @property
     def in_flight(self) -> int: ...

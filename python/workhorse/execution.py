@@ -14,9 +14,8 @@ import time
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from workhorse import _checks
+from workhorse import _checks, _core
 from workhorse.job import Context, Job
-from workhorse.middleware import Handler
 from workhorse.status import Status
 
 if TYPE_CHECKING:
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Execution", "Schedule"]
 
 _done_cond = threading.Condition()
+_settle = _core.settle
 
 
 def _after_fork_in_child() -> None:
@@ -42,7 +42,6 @@ class Execution:
     __slots__ = (
         "job",
         "_ctx",
-        "_handler",
         "schedule",
         "_status",
         "error",
@@ -51,20 +50,20 @@ class Execution:
         "_futures",
     )
 
-    def __init__(
-        self, job: Job, handler: Handler | None = None, schedule: Schedule | None = None
-    ) -> None:
+    def __init__(self, job: Job, schedule: Schedule | None = None) -> None:
         # The job this execution runs: the job performed, or its fork when another execution of
         # the same Job object was running when this one started. _ctx is this execution's own.
+        # The handler is not kept here (the worker looks it up by the job's handler name when it
+        # runs): a handle that refers to nothing tracked stays out of the cyclic GC.
         self.job = job
         self._ctx: Context | None = None
-        self._handler = handler
         self.schedule = schedule
         self._status = Status.UNKNOWN
         self.error: BaseException | None = None
         self._done = False
         self._waiters = 0
         self._futures: list[asyncio.Future[Status]] | None = None
+        _settle(self)
 
     @property
     def status(self) -> Status:
@@ -95,6 +94,7 @@ class Execution:
             # The schedule keeps its execution; dropping the way back leaves no reference cycle.
             self.schedule = None
             schedule._end()
+        _settle(self)  # tracked again if it holds an error, or a job the collector must see
 
     def wait(self, timeout: float | None = None) -> Status:
         """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
@@ -133,6 +133,7 @@ class Execution:
             if self._futures is None:
                 self._futures = []
             self._futures.append(fut)
+            _settle(self)  # its awaiters' futures can close a cycle back to it
         if self._done and not fut.done():  # finished while we registered
             fut.set_result(self._status)
         if self.job.timeout is None:
@@ -212,7 +213,6 @@ class Schedule:
         self._stop = True
         cancelled = self._worker._core.cancel(self.key)
         if self.kind in ("at", "in") and cancelled:
-            self._worker._once.pop(self.key, None)
             if self.execution is not None:
                 # It will never run: resolve it so nobody waits forever.
                 self.execution._finish(Status.NO_RESPONSE, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy as _copy
+import gc
 import itertools
 import os
 import sys
@@ -11,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from workhorse import _checks
+from workhorse import _checks, _core
 from workhorse.errors import ArgError
 from workhorse.status import Status, as_status
 
@@ -62,6 +63,12 @@ class Session:
 
 _DEFAULT_SESSION = Session()
 
+# Per-execution objects stay out of the cyclic GC while they hold nothing that can close a cycle
+# (rust/src/gc.rs): Status members and Sessions never count as such.
+_core.gc_exempt([Status, Session])
+_settle = _core.settle
+_is_tracked = gc.is_tracked
+
 
 class Context:
     """Per-execution state: key/values, the status, the error raised, deadline and cancellation."""
@@ -103,6 +110,7 @@ class Context:
         self._trace: Trace | None = None
         self._result: object = None  # a wh.Result a queued job's handler returned
         self.session = session if session is not None else _DEFAULT_SESSION
+        _settle(self)
 
     @property
     def status(self) -> Status:
@@ -122,6 +130,8 @@ class Context:
         if self._values is None:
             self._values = {}
         self._values[key] = value
+        if _is_tracked(value):
+            _settle(self)  # a value that can close a cycle: the collector must see this context
 
     def values(self) -> dict[str, Any]:
         """A copy of every key/value set on this context."""
@@ -210,6 +220,7 @@ class Job:
         self._id: str | None = None
         self._ctx: Context | None = None
         self._seed: dict[str, Any] | None = None  # ctx values set before the first execution
+        _settle(self)
 
     @property
     def ctx(self) -> Context:
@@ -222,6 +233,7 @@ class Job:
     @ctx.setter
     def ctx(self, ctx: Context) -> None:
         self._ctx = ctx
+        _settle(self)
 
     @property
     def id(self) -> str:
@@ -238,12 +250,14 @@ class Job:
         trace = ctx._trace
         if trace is None:
             trace = ctx._trace = Trace(ctx._started)
+            _settle(ctx)
         return trace
 
     def copy(self) -> Job:
         """A deep copy of the arguments with a fresh Context and a new id."""
         new = self._fork()
         new.args = _copy.deepcopy(self.args)
+        _settle(new)
         return new
 
     def _fork(self) -> Job:
@@ -258,6 +272,7 @@ class Job:
         seed = self._seed if prev is None or prev._executing else prev._values
         new._ctx = None
         new._seed = dict(seed) if seed else None
+        _settle(new)
         return new
 
     def _arg(self, key: str, kinds: type | tuple[type, ...], name: str) -> Any:

@@ -1,10 +1,11 @@
 """Worker: go-work's CommonWorker on the Rust dispatcher.
 
 Every way of performing a job (now, at a time, after a delay, every interval, per received item)
-registers a *record* under an integer key and tells the core about the key. The core decides when
-the key's executions are due and admits them under the concurrency limit; executor threads (plain
-handlers) and one feeder thread per asyncio loop (`async def` handlers) take ready keys in batches
-with the GIL released, run the adapted handler and report completion.
+hands the core a *record* (the Execution, the Executor call, or a schedule's _Repeat), which owns
+it from then on. The core decides when executions are due and admits them under the concurrency
+limit; on executor threads its own loop (rust/src/dispatch/executor.rs) calls `_run_ready` for
+each sync execution, and one feeder thread per asyncio loop takes `async def` executions in
+batches. Python runs the adapted handler and gives the status back.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ _H = TypeVar("_H", bound=Handler)
 
 _keys = itertools.count(1)
 _UNKNOWN, _SUCCESS, _INTERNAL_ERROR = Status.UNKNOWN, Status.SUCCESS, Status.INTERNAL_ERROR
+_UNAVAILABLE = Status.UNAVAILABLE
 _names = itertools.count(1)
 _workers: weakref.WeakSet[Worker] = weakref.WeakSet()
 _ASYNC_BATCH = 4096
@@ -64,6 +66,7 @@ _DEFAULT_OPTIONS = HandlerOptions()
 # execution holds it, this one runs on a fork of it.
 _running_jobs: dict[int, Context] = {}
 _claim = _running_jobs.setdefault
+_settle = _core.settle
 
 
 def live_workers() -> list[Worker]:
@@ -82,8 +85,6 @@ def _after_fork_in_child() -> None:
             worker._stopped = True
             worker._lock = threading.Lock()
             worker._threads = []
-            worker._once.clear()
-            worker._repeat.clear()
             worker._live.clear()
             dead = _core.Dispatcher(worker.concurrency)
             dead.close()
@@ -170,9 +171,9 @@ class Worker:
         self._handlers: dict[str, Handler] = {}
         self._chains: dict[str, tuple[Handler, bool]] = {}
         self._core = _core.Dispatcher(concurrency)
-        # Records by key: one-shots leave when taken, repeating ones when their end marker comes.
-        self._once: dict[int, Execution | _Call] = {}
-        self._repeat: dict[int, _Repeat] = {}
+        # The core owns every execution's record (an Execution, an Executor call, a _Repeat) and
+        # hands it back when the execution is taken; the keys of the queue consumers' schedules.
+        self._queue_keys: list[int] = []
         self._live: set[Context] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pumps: set[asyncio.Task[Any]] = set()
@@ -355,7 +356,7 @@ class Worker:
             if is_async:
                 self._ensure_loop_locked()
             key = next(_keys)
-            self._repeat[key] = _Repeat(None, None, is_async, Schedule(self, key, "queue"))
+            self._queue_keys.append(key)
             self._core.consume(
                 key,
                 queue._core,
@@ -364,6 +365,7 @@ class Worker:
                 self.concurrency,  # claims fill free slots only: a claimed job starts at once
                 is_async,
                 self.concurrency,
+                _Repeat(None, None, is_async, Schedule(self, key, "queue")),
             )
         for entry in self._periodic:
             self._cron_tasks.append(queue._core.cron(*entry))
@@ -421,9 +423,8 @@ class Worker:
             failure,
             len(running),
         )
-        for key, rep in list(self._repeat.items()):
-            if rep.schedule.kind == "queue":
-                self._core.cancel(key)
+        for key in self._queue_keys:
+            self._core.cancel(key)
         for job in running:
             self._cancel_queued(job)
         self._changed.set()
@@ -516,20 +517,18 @@ class Worker:
                 return False
             self._stopped = True
         self._changed.set()
-        self._core.close()
-        # Whatever one-shot record is left never started: it was due, or a timer still pending.
-        # A thread that took a key before close() finds nothing under it and skips it.
-        unstarted, self._once = self._once, {}
+        # The one-shots the core gives back never started: they were due, or a timer still
+        # pending. One a thread had already taken runs.
+        unstarted, schedules = self._core.close()
         stopped = WorkerStopped(f"{self.name} stopped before these executions started")
-        finish_unstarted(unstarted.values(), stopped)
+        finish_unstarted(unstarted, stopped)
         if unstarted:
             self.logger.warning(
                 "%s stopped with %d executions not started", self.name, len(unstarted)
             )
-        for key, rep in list(self._repeat.items()):
+        for rep in schedules:
             rep.schedule._stop = True
             if rep.schedule.kind not in ("receive", "queue"):
-                del self._repeat[key]
                 rep.schedule._end()
             # A receive schedule ends with its end marker, once the items it had already
             # taken from its source have run.
@@ -708,19 +707,16 @@ class Worker:
             return self._perform_sync(job, handler, is_async)
         if not self._started:
             self.start()
-        execution = Execution(job, handler)
-        key = next(_keys)
-        self._once[key] = execution
-        self._submit(key, is_async)
+        execution = Execution(job)
+        self._submit(execution, is_async)
         return execution
 
-    def _submit(self, key: int, is_async: bool) -> None:
+    def _submit(self, record: Execution | _Call, is_async: bool) -> None:
         if is_async:
             self._ensure_loop()
         try:
-            no_idle = self._core.submit(key, is_async)
+            no_idle = self._core.submit(record, is_async)
         except _core.CoreError:
-            self._once.pop(key, None)
             raise self._stopped_error() from None
         if no_idle and not is_async and len(self._threads) < self.concurrency:
             with self._lock:
@@ -776,12 +772,10 @@ class Worker:
             self._ensure_loop()
         key = next(_keys)
         schedule = Schedule(self, key, kind)
-        schedule.execution = Execution(job, handler, schedule)
-        self._once[key] = schedule.execution
+        schedule.execution = Execution(job, schedule)
         try:
-            self._core.schedule_at(key, _core.monotonic() + delay, is_async)
+            self._core.schedule_at(key, _core.monotonic() + delay, is_async, schedule.execution)
         except _core.CoreError:
-            self._once.pop(key, None)
             raise self._stopped_error() from None
         return schedule
 
@@ -795,22 +789,19 @@ class Worker:
         """
         seconds = _checks.period(interval)
         handler, is_async = self._check_job(job)
-        schedule = self._add_repeat(job, handler, is_async, "every")
+        rep = self._new_repeat(job, handler, is_async, "every")
+        schedule = rep.schedule
         try:
-            self._core.every(schedule.key, _core.monotonic(), seconds, sync, is_async)
+            self._core.every(schedule.key, _core.monotonic(), seconds, sync, is_async, rep)
         except _core.CoreError:
-            self._repeat.pop(schedule.key, None)
             raise self._stopped_error() from None
         return schedule
 
-    def _add_repeat(self, job: Job, handler: Handler, is_async: bool, kind: str) -> Schedule:
+    def _new_repeat(self, job: Job, handler: Handler, is_async: bool, kind: str) -> _Repeat:
         self._ensure_started()
         if is_async:
             self._ensure_loop()
-        key = next(_keys)
-        schedule = Schedule(self, key, kind)
-        self._repeat[key] = _Repeat(job, handler, is_async, schedule)
-        return schedule
+        return _Repeat(job, handler, is_async, Schedule(self, next(_keys), kind))
 
     def perform_receive(self, job: Job, source: Any, *, sync: bool = False) -> Schedule:
         """Run a copy of job per item of source, the item at job.args["received_data"].
@@ -820,13 +811,15 @@ class Worker:
         """
         kind = source_kind(source)
         handler, is_async = self._check_job(job)
-        schedule = self._add_repeat(job, handler, is_async, "receive")
+        rep = self._new_repeat(job, handler, is_async, "receive")
+        schedule = rep.schedule
         channel = source if kind == "channel" else Channel(1)
         try:
             # A pumped source's private channel drains at stop: what the pump took is run.
-            self._core.receive(schedule.key, channel, sync, is_async, drain=kind != "channel")
+            self._core.receive(
+                schedule.key, channel, sync, is_async, drain=kind != "channel", record=rep
+            )
         except _core.CoreError:
-            self._repeat.pop(schedule.key, None)
             raise self._stopped_error() from None
 
         def stopped() -> bool:
@@ -849,9 +842,7 @@ class Worker:
         if not self._started:
             self.start()
         call = _Call(fn, args, kwargs)
-        key = next(_keys)
-        self._once[key] = call
-        self._submit(key, False)
+        self._submit(call, False)
         return call
 
     # -- executing ----------------------------------------------------------------------------
@@ -874,6 +865,7 @@ class Worker:
         seed = job._seed
         if seed:
             ctx._values = dict(seed)
+            _settle(ctx)
         ctx._executing = True
         job._ctx = ctx
         if execution is not None:
@@ -906,6 +898,7 @@ class Worker:
         finally:
             live.discard(ctx)
             del _running_jobs[id(job)]
+            _settle(ctx, job)  # what the handler and adapters left on them decides
         _final_status(ctx)
         return ctx
 
@@ -936,77 +929,75 @@ class Worker:
         finally:
             live.discard(ctx)
             del _running_jobs[id(job)]
+            _settle(ctx, job)  # what the handler and adapters left on them decides
         _final_status(ctx)
         return ctx
 
     def _sync_loop(self) -> None:
-        # One execution per take: a handler that blocks must not hold up others it had taken.
-        # A failed thread initializer (Executor) breaks the pool: this thread then fails every
-        # call it takes instead of running it, so none waits forever.
+        # The core's executor loop (rust/src/dispatch/executor.rs) runs on this thread until the
+        # worker stops, calling _run_ready for each execution it takes, one at a time: a handler
+        # that blocks holds up only itself. A failed thread initializer (Executor) breaks the
+        # pool: this thread then fails what it takes instead of running it, so none waits forever.
         broken = self._thread_init is not None and not self._thread_init()
-        core = self._core
-        take_one = core.take_one
-        ready: tuple[int, Any, float, bool] | tuple[()] | None = ()
-        while True:
-            ready = take_one(_TAKE_TIMEOUT, bool(ready))
-            if ready is None:
-                return
-            if not ready:
-                continue
-            if len(self._threads) < self.concurrency and core.idle_threads(False) == 0:
-                # Keep one thread waiting while below the limit, so a handler that blocks never
-                # holds up the next ready execution.
-                with self._lock:
-                    self._spawn_sync_thread()
-            try:
-                if broken:
-                    self._fail_call(ready[0])
-                else:
-                    self._run_key(*ready)
-            except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
-                self.logger.exception("%s: internal error finishing an execution", self.name)
+        self._core.run_sync(self._fail_ready if broken else self._run_ready, self._grow)
 
-    def _fail_call(self, key: int) -> None:
+    def _grow(self) -> None:
+        # Called by the executor loop when it took work and no thread is left waiting: one more
+        # while below the limit, so that a handler that blocks never holds up the next execution.
+        if len(self._threads) < self.concurrency:
+            with self._lock:
+                self._spawn_sync_thread()
+
+    def _fail_ready(self, key: int, rec: Any, item: Any, due: float, ended: bool) -> int | None:
         from concurrent.futures.thread import BrokenThreadPool
 
-        rec = self._once.pop(key, None)
-        if isinstance(rec, _Call) and rec.set_running_or_notify_cancel():
-            rec.set_exception(BrokenThreadPool("A thread initializer failed, the pool is broken"))
-        self._core.done(key, Status.UNAVAILABLE)
+        error = BrokenThreadPool("A thread initializer failed, the pool is broken")
+        if type(rec) is _Call:
+            self._core.done(key, _UNAVAILABLE)
+            if rec.set_running_or_notify_cancel():
+                rec.set_exception(error)
+            return None
+        self._drop(key, rec, ended, error)
+        return None
 
-    def _run_key(self, key: int, item: Any, due: float, ended: bool) -> None:
-        rec = self._once.pop(key, None)
-        if rec is not None:
-            if type(rec) is _Call:
-                self._run_call(key, rec)
-                return
-            execution: Execution = rec  # type: ignore[assignment]
-            status = Status.INTERNAL_ERROR
-            error: BaseException | None = None
+    def _run_ready(self, key: int, rec: Any, item: Any, due: float, ended: bool) -> int | None:
+        """Run one execution the core's executor loop took: `rec` is the record it was
+        registered with. Returns the status the core completes it with, or None when it is
+        complete already (a one-shot frees its permit before resolving its handle; a queued job
+        acks) or was an end marker (its schedule ends)."""
+        kind = type(rec)
+        if kind is _Repeat:
+            if ended:
+                rec.schedule._end()
+                return None
+            if rec.job is None:
+                self._run_queued(key, item, due)
+                return None
+            status = _INTERNAL_ERROR
             try:
-                ctx = self._run_job(
-                    execution.job,
-                    execution._handler,  # type: ignore[arg-type]
-                    due,
-                    execution,
-                )
-                status, error = ctx._status, ctx.error
-            finally:
-                self._core.done(key, status)
-                execution._finish(status, error)
-            return
-        rep = self._repeat_for(key, ended)
-        if rep is None:
-            return
-        if rep.job is None:
-            self._run_queued(key, item, due)
-            return
-        job = self._fork(rep, item)
-        status = Status.INTERNAL_ERROR
+                status = self._run_job(self._fork(rec, item), rec.handler, due)._status
+            except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
+                self.logger.exception("%s: internal error running an execution", self.name)
+            return status
         try:
-            status = self._run_job(job, rep.handler, due).status  # type: ignore[arg-type]
+            if kind is _Call:
+                self._run_call(key, rec)
+            else:
+                self._run_execution(rec, due)
+        except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
+            self.logger.exception("%s: internal error finishing an execution", self.name)
+        return None
+
+    def _run_execution(self, execution: Execution, due: float) -> None:
+        status = _INTERNAL_ERROR
+        error: BaseException | None = None
+        try:
+            job = execution.job
+            ctx = self._run_job(job, self._chains[job.handler][0], due, execution)
+            status, error = ctx._status, ctx.error
         finally:
-            self._core.done(key, status)
+            self._core.done(0, status)
+            execution._finish(status, error)
 
     # -- queued jobs ----------------------------------------------------------------------------
 
@@ -1086,19 +1077,6 @@ class Worker:
             self._queue_task_of.pop(job.id, None)
             self._finish_queued(key, job, ctx, options)
 
-    def _repeat_for(self, key: int, ended: bool) -> _Repeat | None:
-        """The repeating record a taken key runs, or None (its end marker, or it is gone)."""
-        rep = self._repeat.get(key)
-        if rep is None:
-            if not ended:  # cancelled or stopped between due and taken
-                self._core.done(key, Status.UNAVAILABLE)
-            return None
-        if ended:
-            del self._repeat[key]
-            rep.schedule._end()
-            return None
-        return rep
-
     @staticmethod
     def _fork(rep: _Repeat, item: Any) -> Job:
         job = rep.job._fork()  # type: ignore[union-attr]
@@ -1137,58 +1115,63 @@ class Worker:
                 self.logger.error(
                     "%s: event loop closed with %d executions ready", self.name, len(batch)
                 )
-                for key, _item, _due, ended in batch:
-                    self._drop(key, ended, WorkerStopped("the worker's event loop is closed"))
+                for key, rec, _item, _due, ended in batch:
+                    self._drop(key, rec, ended, WorkerStopped("the worker's event loop is closed"))
 
-    def _drop(self, key: int, ended: bool, error: BaseException) -> None:
-        rec = self._once.pop(key, None)
-        if isinstance(rec, Execution):
-            rec._finish(Status.UNAVAILABLE, error)
-        rep = self._repeat.pop(key, None) if ended else None
-        if rep is not None:
-            rep.schedule._end()
-        if not ended:
-            self._core.done(key, Status.UNAVAILABLE)
+    def _drop(self, key: int, rec: Any, ended: bool, error: BaseException) -> None:
+        """An execution taken that cannot run: it completes as unavailable."""
+        if ended:
+            if rec is not None:
+                rec.schedule._end()
+            return
+        self._core.done(key, _UNAVAILABLE)
+        if type(rec) is Execution:
+            rec._finish(_UNAVAILABLE, error)
 
-    def _start_async_batch(self, batch: list[tuple[int, Any, float, bool]]) -> None:
-        for key, item, due, ended in batch:
-            rec = self._once.pop(key, None)
-            if isinstance(rec, Execution):
-                coro = self._run_async_once(key, rec, due)
+    def _start_async_batch(self, batch: list[tuple[int, Any, Any, float, bool]]) -> None:
+        loop = asyncio.get_running_loop()
+        tasks = self._tasks
+        for key, rec, item, due, ended in batch:
+            if type(rec) is Execution:
+                coro = self._run_async_once(rec, due)
+            elif rec is None:  # its schedule went between due and taken
+                if not ended:
+                    self._core.done(key, _UNAVAILABLE)
+                continue
+            elif ended:
+                rec.schedule._end()
+                continue
+            elif rec.job is None:
+                task = _start_task(loop, self._run_async_queued(key, item, due))
+                self._queue_tasks.add(task)
+                task.add_done_callback(self._queue_tasks.discard)
+                continue
             else:
-                rep = self._repeat_for(key, ended)
-                if rep is None:
-                    continue
-                if rep.job is None:
-                    task = asyncio.ensure_future(self._run_async_queued(key, item, due))
-                    self._queue_tasks.add(task)
-                    task.add_done_callback(self._queue_tasks.discard)
-                    continue
-                coro = self._run_async_repeat(key, rep, self._fork(rep, item), due)
-            task = asyncio.ensure_future(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                coro = self._run_async_repeat(key, rec, self._fork(rec, item), due)
+            # Each execution's coroutine takes itself out of `tasks` when it ends (cheaper than
+            # a done callback, which the loop would schedule as one more step).
+            task = _start_task(loop, coro)
+            if not task.done():
+                tasks.add(task)
 
-    async def _run_async_once(self, key: int, execution: Execution, due: float) -> None:
-        status = Status.INTERNAL_ERROR
+    async def _run_async_once(self, execution: Execution, due: float) -> None:
+        status = _INTERNAL_ERROR
         error: BaseException | None = None
         try:
-            ctx = await self._run_async(
-                execution.job,
-                execution._handler,  # type: ignore[arg-type]
-                due,
-                execution,
-            )
+            job = execution.job
+            ctx = await self._run_async(job, self._chains[job.handler][0], due, execution)
             status, error = ctx._status, ctx.error
         finally:
-            self._core.done(key, status)
+            self._tasks.discard(asyncio.current_task())
+            self._core.done(0, status)
             execution._finish(status, error)
 
     async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
-        status = Status.INTERNAL_ERROR
+        status = _INTERNAL_ERROR
         try:
             status = (await self._run_async(job, rep.handler, due)).status  # type: ignore[arg-type]
         finally:
+            self._tasks.discard(asyncio.current_task())
             self._core.done(key, status)
 
 
@@ -1234,3 +1217,16 @@ def _final_status(ctx: Context) -> Status:
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
+        # Run the coroutine at once, in its own Task: one that does not suspend ends here,
+        # without a step scheduled on the loop.
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+
+else:
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
+        return loop.create_task(coro)

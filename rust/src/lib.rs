@@ -7,6 +7,7 @@ mod channel;
 mod dispatch;
 mod errors;
 mod failpoints;
+mod gc;
 mod onramp;
 mod queue;
 mod runtime;
@@ -40,6 +41,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(queue::py::cron_next, m)?)?;
     m.add_function(wrap_pyfunction!(queue::py::new_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_function(wrap_pyfunction!(gc::settle, m)?)?;
+    m.add_function(wrap_pyfunction!(gc::gc_exempt, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(dispatch::pending_timers, m)?)?;
     m.add_function(wrap_pyfunction!(errors::core_panics, m)?)?;

@@ -2,7 +2,7 @@
 //! completions free the permit, wake the source that waits for room and, once a finished
 //! source's last run is done, send its end marker.
 
-use super::{Inner, Ready, Source, State, ASYNC, SYNC, WATCHDOG};
+use super::{Entry, Inner, Ready, Source, State, ASYNC, SYNC, WATCHDOG};
 use crate::runtime::now_ns;
 use crate::timers::timers;
 
@@ -39,9 +39,11 @@ impl Inner {
         }
     }
 
-    fn push_marker(&self, st: &mut State, key: u64, lane: usize) {
+    fn push_marker(&self, st: &mut State, key: u64, entry: Entry) {
+        let lane = entry.lane;
         st.ready[lane].push_back(Ready {
             key,
+            record: entry.record,
             payload: None,
             claim: None,
             scheduled: 0,
@@ -64,9 +66,9 @@ impl Inner {
             wake.notify_one();
         }
         if entry.outstanding == 0 {
-            let lane = entry.lane;
-            st.entries.remove(&key);
-            self.push_marker(st, key, lane);
+            if let Some(entry) = st.entries.remove(&key) {
+                self.push_marker(st, key, entry);
+            }
             if Self::finished(st) {
                 self.lanes[SYNC].notify_all();
                 self.lanes[ASYNC].notify_all();
@@ -92,9 +94,9 @@ impl Inner {
                 wake.notify_one();
             }
             if entry.ended && entry.outstanding == 0 {
-                let lane = entry.lane;
-                st.entries.remove(&key);
-                self.push_marker(st, key, lane);
+                if let Some(entry) = st.entries.remove(&key) {
+                    self.push_marker(st, key, entry);
+                }
                 if Self::finished(st) {
                     self.lanes[SYNC].notify_all();
                     self.lanes[ASYNC].notify_all();

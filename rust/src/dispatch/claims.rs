@@ -45,6 +45,7 @@ impl Inner {
         for claim in claims {
             st.due.push_back(Ready {
                 key,
+                record: None,
                 payload: None,
                 claim: Some(Box::new(claim)),
                 scheduled: now,

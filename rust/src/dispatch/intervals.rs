@@ -47,9 +47,10 @@ impl Inner {
             };
             let figures = &mut st.figures;
             let lane = entry.lane;
+            let mut record = None;
             match entry.source {
                 Source::Timer => {
-                    st.entries.remove(&key);
+                    record = st.entries.remove(&key).and_then(|entry| entry.record);
                 }
                 Source::Interval { sync } => {
                     if entry.ended {
@@ -83,6 +84,7 @@ impl Inner {
             }
             st.due.push_back(Ready {
                 key,
+                record,
                 payload: None,
                 claim: None,
                 scheduled: deadline,

@@ -1,17 +1,19 @@
 //! The dispatcher: where every source's due executions meet the worker's concurrency permits.
 //!
-//! Sources (immediate submits, the timer thread, channel receive loops, later durable queues) push
-//! *due* executions. An execution is admitted when a permit is free and moves to the ready lane of
-//! its kind: `SYNC` lanes are drained by the worker's executor threads, `ASYNC` lanes by the thread
-//! that feeds the asyncio loop. Python takes ready executions in batches, waiting with the GIL
-//! released, and hands completions back with `done`, which frees the permit, lets a sync interval
-//! tick again and gives a receive loop room for the next item.
+//! Sources (immediate submits, the timer thread, channel receive loops, durable queues) push *due*
+//! executions, each with the Python record it runs (the dispatcher owns the records). An
+//! execution is admitted when a permit is free and moves to the ready lane of its kind: `SYNC`
+//! lanes are run by the executor loop on the worker's executor threads, `ASYNC` lanes are taken in
+//! batches by the thread that feeds the asyncio loop, waiting with the GIL released. Completion
+//! (the loop's own, or `done`) frees the permit, lets a sync interval tick again and gives a
+//! receive loop room for the next item.
 //!
 //! One file per mechanism along the path of one execution:
 //! - `intervals.rs`: what the timer thread fires (timers, intervals, the stall watchdog);
 //! - `receive.rs`: channel receive loops and their room;
 //! - `claims.rs`: what a durable queue's consumer calls (claims, acks, lost leases);
 //! - `admission.rs`: permits, ready lanes, waking executor threads, completion;
+//! - `executor.rs`: the sync lane's executor loop, calling the worker's Python runner;
 //! - `py.rs`: the `Dispatcher` pyclass that Python registers sources with, takes from and
 //!   reports completions to.
 //!
@@ -19,6 +21,7 @@
 
 mod admission;
 mod claims;
+mod executor;
 mod intervals;
 mod py;
 mod receive;
@@ -50,6 +53,10 @@ const LATENESS_BOUNDS_NS: [u64; 8] = [
 /// queued job), when it was due.
 struct Ready {
     key: u64,
+    /// The Python record this execution runs: a one-shot's own (an Execution, an Executor call),
+    /// or a repeating entry's, filled in from the entry when an executor takes it (the timer
+    /// thread that makes ticks due holds no GIL to copy it). An end marker carries the entry's.
+    record: Option<Py<PyAny>>,
     payload: Option<Py<PyAny>>,
     claim: Option<Box<Claim>>,
     scheduled: u64,
@@ -88,6 +95,8 @@ struct Entry {
     /// The source will produce nothing more (cancelled, channel closed).
     ended: bool,
     period: u64,
+    /// What Python registered it with (a schedule's record); it leaves with the end marker.
+    record: Option<Py<PyAny>>,
 }
 
 #[derive(Default)]
@@ -116,6 +125,9 @@ struct State {
     waiting: [usize; 2],
     /// Executor threads of the sync lane running a batch they took (back at their next take).
     running: usize,
+    /// Executor threads in the sync lane's loop (executor.rs): it asks for another while below
+    /// the limit and none waits.
+    threads: usize,
     watchdog: bool,
     /// Sync executions taken so far, and the count the watchdog saw last: no progress = a stall.
     taken: u64,
@@ -162,6 +174,7 @@ impl Inner {
                 ready: [VecDeque::new(), VecDeque::new()],
                 waiting: [0, 0],
                 running: 0,
+                threads: 0,
                 watchdog: false,
                 taken: 0,
                 watch_taken: 0,
@@ -193,6 +206,7 @@ pub(crate) mod tests_support {
         let mut st = inner.state.lock();
         st.due.push_back(Ready {
             key,
+            record: None,
             payload: None,
             claim: None,
             scheduled: 0,
@@ -230,6 +244,7 @@ pub(crate) mod tests_support {
                 outstanding: 0,
                 ended: false,
                 period,
+                record: None,
             },
         );
     }

@@ -47,16 +47,20 @@ impl Dispatcher {
         })
     }
 
-    /// Make one execution due now; returns true when no executor thread of its lane is idle.
-    fn submit(&self, key: u64, is_async: bool) -> PyResult<bool> {
+    /// Make one execution of `record` due now (it comes back to Python when taken, under key 0);
+    /// returns true when no executor thread of its lane is idle.
+    fn submit(&self, record: Py<PyAny>, is_async: bool) -> PyResult<bool> {
         let lane = lane_of(is_async);
         let mut st = self.inner.state.lock();
         if st.closed {
+            drop(st);
+            drop(record);
             return Err(Error::Stopped.into());
         }
         st.figures.submitted += 1;
         st.due.push_back(Ready {
-            key,
+            key: 0,
+            record: Some(record),
             payload: None,
             claim: None,
             scheduled: now_ns(),
@@ -79,7 +83,14 @@ impl Dispatcher {
     }
 
     /// Run `key` once at `when` (time.monotonic() seconds).
-    fn schedule_at(&self, key: u64, when: f64, is_async: bool) -> PyResult<()> {
+    #[pyo3(signature = (key, when, is_async, record=None))]
+    fn schedule_at(
+        &self,
+        key: u64,
+        when: f64,
+        is_async: bool,
+        record: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
         let deadline = secs_to_ns(not_nan("when", when)?);
         {
             let mut st = self.inner.state.lock();
@@ -92,6 +103,7 @@ impl Dispatcher {
                     outstanding: 0,
                     ended: false,
                     period: 0,
+                    record,
                 },
             );
         }
@@ -100,7 +112,16 @@ impl Dispatcher {
     }
 
     /// Run `key` at `first` and every `period` seconds after it (fixed rate, no drift).
-    fn every(&self, key: u64, first: f64, period: f64, sync: bool, is_async: bool) -> PyResult<()> {
+    #[pyo3(signature = (key, first, period, sync, is_async, record=None))]
+    fn every(
+        &self,
+        key: u64,
+        first: f64,
+        period: f64,
+        sync: bool,
+        is_async: bool,
+        record: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
         if period.is_nan() || period <= 0.0 || period.is_infinite() {
             return Err(
                 Error::Invalid(format!("interval must be > 0 seconds, got {period}")).into(),
@@ -119,6 +140,7 @@ impl Dispatcher {
                     outstanding: 0,
                     ended: false,
                     period,
+                    record,
                 },
             );
         }
@@ -128,7 +150,7 @@ impl Dispatcher {
 
     /// Run `key` once per item received from `channel`; `sync` keeps one execution at a time.
     /// `drain`: the channel is a private pump's; items it still delivers after `close` are run.
-    #[pyo3(signature = (key, channel, sync, is_async, drain=false))]
+    #[pyo3(signature = (key, channel, sync, is_async, drain=false, record=None))]
     fn receive(
         &self,
         key: u64,
@@ -136,6 +158,7 @@ impl Dispatcher {
         sync: bool,
         is_async: bool,
         drain: bool,
+        record: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let wake = Arc::new(Notify::new());
         {
@@ -154,6 +177,7 @@ impl Dispatcher {
                     outstanding: 0,
                     ended: false,
                     period: 0,
+                    record,
                 },
             );
         }
@@ -179,7 +203,7 @@ impl Dispatcher {
     /// `prefetch` claimed and not yet finished at a time. `wanted`: (name, priority,
     /// max_concurrency, max_fails) per handler.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (key, queue, worker_id, wanted, prefetch, is_async, concurrency))]
+    #[pyo3(signature = (key, queue, worker_id, wanted, prefetch, is_async, concurrency, record=None))]
     fn consume(
         &self,
         key: u64,
@@ -189,6 +213,7 @@ impl Dispatcher {
         prefetch: u32,
         is_async: bool,
         concurrency: u32,
+        record: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let wake = Arc::new(Notify::new());
         let (acks, acks_rx) = flume::unbounded();
@@ -208,6 +233,7 @@ impl Dispatcher {
                     outstanding: 0,
                     ended: false,
                     period: 0,
+                    record,
                 },
             );
         }
@@ -302,7 +328,9 @@ impl Dispatcher {
                 source: Source::Timer,
                 ..
             }) => {
-                st.entries.remove(&key);
+                let entry = st.entries.remove(&key);
+                drop(st); // its record is dropped without the lock: a __del__ may call back
+                drop(entry);
                 true
             }
             // A private pump's channel: the pump stops taking from its source and closes the
@@ -313,8 +341,10 @@ impl Dispatcher {
         }
     }
 
-    /// Ready executions of one lane, as (key, item, due_at, ended) tuples: at most `max_n`, waiting
-    /// up to `timeout` seconds with the GIL released. None once the dispatcher is closed and empty.
+    /// Ready executions of one lane, as (key, record, item, due_at, ended) tuples: at most
+    /// `max_n`, waiting up to `timeout` seconds with the GIL released. None once the dispatcher
+    /// is closed and empty. `record` is what the execution was registered with (None when its
+    /// schedule went in between); a one-shot's key is 0.
     /// `returning`: the calling thread ran the batch it took last (the sync lane's busy count).
     #[pyo3(signature = (is_async, max_n, timeout, returning=false))]
     fn take<'py>(
@@ -336,22 +366,11 @@ impl Dispatcher {
         Ok(Some(list))
     }
 
-    /// `take` of one sync execution without the list: the tuple, `()` on timeout, None once closed.
-    #[pyo3(signature = (timeout, returning=false))]
-    fn take_one<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: f64,
-        returning: bool,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let timeout = timeout_arg("timeout", timeout)?;
-        match self.wait_ready(py, false, 1, timeout, returning) {
-            None => Ok(None),
-            Some(batch) => match batch.into_iter().next() {
-                Some(ready) => ready_tuple(py, ready).map(Some),
-                None => Ok(Some(PyTuple::empty(py))),
-            },
-        }
+    /// Run the sync lane's executor loop on this thread until the dispatcher is closed and
+    /// drained (executor.rs): `run(key, record, item, due, ended)` for each ready execution,
+    /// `spawn()` when the lane may need another thread.
+    fn run_sync(&self, py: Python<'_>, run: Bound<'_, PyAny>, spawn: Bound<'_, PyAny>) {
+        self.inner.run_sync_lane(py, &run, &spawn);
     }
 
     /// An execution finished with `status`: free its permit and let its source go on.
@@ -359,17 +378,6 @@ impl Dispatcher {
     fn done(&self, key: u64, status: i32) {
         let mut st = self.inner.state.lock();
         self.inner.complete(&mut st, key, status);
-        self.inner.admit(&mut st);
-        if st.in_flight == 0 {
-            self.inner.idle.notify_all();
-        }
-    }
-
-    fn done_many(&self, done: Vec<(u64, i32)>) {
-        let mut st = self.inner.state.lock();
-        for (key, status) in done {
-            self.inner.complete(&mut st, key, status);
-        }
         self.inner.admit(&mut st);
         if st.in_flight == 0 {
             self.inner.idle.notify_all();
@@ -397,25 +405,23 @@ impl Dispatcher {
         }))
     }
 
-    /// Executor threads of a lane now waiting for work.
-    fn idle_threads(&self, is_async: bool) -> usize {
-        self.inner.state.lock().waiting[lane_of(is_async)]
-    }
-
-    /// Stop every source and return the keys of executions that never started (due or ready).
+    /// Stop every source; returns (the records of one-shot executions that never started, due,
+    /// ready or waiting for their timer; the records of every repeating schedule, which Python
+    /// marks stopped and, but for receive and queue schedules still draining, ends).
     ///
     /// Items already received from a channel are not dropped: they stay due or ready and are
     /// run by the executor threads, which go on until nothing more can become ready. Python
     /// objects are dropped only after the lock is released (a `__del__` may run Python code that
     /// calls back into this dispatcher from another thread).
-    fn close(&self) -> Vec<u64> {
+    fn close(&self, py: Python<'_>) -> (Vec<Py<PyAny>>, Vec<Py<PyAny>>) {
         let mut unstarted = Vec::new();
+        let mut schedules = Vec::new();
         let mut dropped: Vec<Ready> = Vec::new();
         {
             let mut guard = self.inner.state.lock();
             let st = &mut *guard;
             if st.closed {
-                return unstarted;
+                return (unstarted, schedules);
             }
             st.closed = true;
             // Claimed queued jobs that never started go back to their queue, unattempted.
@@ -423,7 +429,6 @@ impl Dispatcher {
             let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) =
                 st.due.drain(..).partition(|r| r.payload.is_some());
             st.due = keep;
-            unstarted.extend(drop.iter().map(|r| r.key));
             dropped.extend(drop);
             for lane in [SYNC, ASYNC] {
                 let (keep, drop): (VecDeque<Ready>, VecDeque<Ready>) = st.ready[lane]
@@ -431,17 +436,26 @@ impl Dispatcher {
                     .partition(|r| r.payload.is_some() || r.ended);
                 st.ready[lane] = keep;
                 st.in_flight = st.in_flight.saturating_sub(drop.len());
-                unstarted.extend(drop.iter().map(|r| r.key));
                 dropped.extend(drop);
             }
-            // Timers and intervals go; receive entries end (a private pump's drains first) and
-            // send their end marker once their received items have run.
-            st.entries.retain(|_, entry| {
-                matches!(entry.source, Source::Receive { .. } | Source::Queue { .. })
-            });
+            // Timers and intervals go (a timer's record is a one-shot that never started);
+            // receive entries end (a private pump's drains first) and send their end marker
+            // once their received items have run.
+            for (_, entry) in st.entries.extract_if(|_, entry| {
+                !matches!(entry.source, Source::Receive { .. } | Source::Queue { .. })
+            }) {
+                match (entry.source, entry.record) {
+                    (Source::Timer, Some(record)) => unstarted.push(record),
+                    (_, Some(record)) => schedules.push(record),
+                    _ => {}
+                }
+            }
             let receiving: Vec<u64> = st.entries.keys().copied().collect();
             for key in receiving {
                 let entry = &st.entries[&key];
+                if let Some(record) = &entry.record {
+                    schedules.push(record.clone_ref(py));
+                }
                 if let Source::Receive { wake, .. } | Source::Queue { wake, .. } = &entry.source {
                     wake.notify_one();
                 }
@@ -455,8 +469,10 @@ impl Dispatcher {
             self.inner.idle.notify_all();
         }
         timers().purge(&self.inner);
-        drop(dropped);
-        unstarted
+        // Executions dropped before they were taken: a one-shot's record goes back to Python as
+        // unstarted; a repeating entry's tick holds none.
+        unstarted.extend(dropped.into_iter().filter_map(|r| r.record));
+        (unstarted, schedules)
     }
 
     /// Wait (GIL released) until no execution is in flight and none can start; false on timeout.
@@ -589,7 +605,10 @@ impl Dispatcher {
         }
         let drain = |st: &mut State| -> Vec<Ready> {
             let n = st.ready[lane].len().min(max_n);
-            let batch: Vec<Ready> = st.ready[lane].drain(..n).collect();
+            let mut batch: Vec<Ready> = st.ready[lane].drain(..n).collect();
+            for ready in &mut batch {
+                Inner::fill_record(py, st, ready);
+            }
             if lane == SYNC && !batch.is_empty() {
                 st.running += 1;
                 st.taken += batch.len() as u64;
@@ -629,21 +648,9 @@ impl Dispatcher {
     }
 }
 
+/// (key, record, item, due, ended): see `take`.
 fn ready_tuple<'py>(py: Python<'py>, r: Ready) -> PyResult<Bound<'py, PyTuple>> {
-    let payload = match (r.payload, r.claim) {
-        (Some(p), _) => p.into_bound(py),
-        (None, Some(claim)) => crate::queue::py::claim_tuple(py, *claim)?.into_any(),
-        (None, None) => py.None().into_bound(py),
-    };
-    PyTuple::new(
-        py,
-        [
-            r.key.into_pyobject(py)?.into_any(),
-            payload,
-            ns_to_secs(r.scheduled).into_pyobject(py)?.into_any(),
-            pyo3::types::PyBool::new(py, r.ended).to_owned().into_any(),
-        ],
-    )
+    super::executor::ready_args(py, r)
 }
 
 /// Timer-heap entries of the whole process (all dispatchers).

@@ -23,6 +23,7 @@ impl Inner {
         st.figures.received += 1;
         st.due.push_back(Ready {
             key,
+            record: None,
             payload: Some(item),
             claim: None,
             scheduled: now_ns(),
