@@ -288,17 +288,35 @@ def test_every_sync_never_overlaps_for_either_handler_kind(
     assert tracker.max_active == 1
 
 
-def test_every_runs_each_tick_on_a_copy_of_the_job(worker, wait_until):
-    jobs = []
-    worker.register("h", lambda job: jobs.append(job))
+def test_every_runs_each_tick_on_the_job_itself_with_a_fresh_context(worker, wait_until):
+    # go-work's PerformEvery performs the same job on every tick, each with a new Context (a
+    # receive schedule copies the job per item instead: it carries the item in its args).
+    runs: list[tuple[wh.Job, wh.Context]] = []
+    worker.register("h", lambda job: runs.append((job, job.ctx)))
     original = wh.Job("h", {"k": [1]})
-    schedule = worker.perform_every(original, 0.01)
-    assert wait_until(lambda: len(jobs) >= 3, timeout=2.0)
+    schedule = worker.perform_every(original, 0.01, sync=True)
+    assert wait_until(lambda: len(runs) >= 3, timeout=2.0)
     schedule.cancel()
     schedule.wait(2)
-    assert all(j is not original for j in jobs)
-    assert len({id(j.ctx) for j in jobs}) == len(jobs)
-    assert all(j.args == {"k": [1]} and j.handler == "h" for j in jobs)
+    assert all(job is original for job, _ctx in runs)
+    assert len({id(ctx) for _job, ctx in runs}) == len(runs)
+
+
+def test_overlapping_async_ticks_each_get_their_own_context(worker, wait_until):
+    contexts: list[wh.Context] = []
+    gate = threading.Event()
+
+    def slow(job: wh.Job) -> None:
+        contexts.append(job.ctx)
+        gate.wait(1.0)  # still running when the next ticks fire
+
+    worker.register("slow", slow)
+    schedule = worker.perform_every(wh.Job("slow"), 0.01)
+    assert wait_until(lambda: len(contexts) >= 3, timeout=2.0)
+    gate.set()
+    schedule.cancel()
+    schedule.wait(2)
+    assert len({id(ctx) for ctx in contexts}) == len(contexts)
 
 
 def test_every_handler_that_raises_keeps_ticking(worker, tracker, wait_until):

@@ -105,10 +105,14 @@ def _shutdown_core() -> None:
 
 
 class _Repeat:
-    """A record of an interval or receive schedule (each execution runs on a fork of the job),
-    or of a queue consumer (job and handler None: each claimed job names its handler)."""
+    """A record of an interval or receive schedule, or of a queue consumer (job and handler None:
+    each claimed job names its handler).
 
-    __slots__ = ("job", "handler", "is_async", "schedule")
+    An interval's executions run on the job itself, each with a fresh Context (go-work's
+    semantics; one that overlaps a running one gets a fork, see Worker._begin); a receive
+    schedule's each run on a copy carrying its item at args["received_data"]."""
+
+    __slots__ = ("job", "handler", "is_async", "schedule", "receives")
 
     def __init__(
         self, job: Job | None, handler: Handler | None, is_async: bool, schedule: Schedule
@@ -117,6 +121,7 @@ class _Repeat:
         self.handler = handler
         self.is_async = is_async
         self.schedule = schedule
+        self.receives = schedule.kind == "receive"
 
 
 class _Call(LazyFuture[Any]):
@@ -975,7 +980,8 @@ class Worker:
                 return None
             status = _INTERNAL_ERROR
             try:
-                status = self._run_job(self._fork(rec, item), rec.handler, due)._status
+                job = self._fork(rec, item) if rec.receives else rec.job
+                status = self._run_job(job, rec.handler, due)._status
             except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
                 self.logger.exception("%s: internal error running an execution", self.name)
             return status
@@ -1080,8 +1086,7 @@ class Worker:
     @staticmethod
     def _fork(rep: _Repeat, item: Any) -> Job:
         job = rep.job._fork()  # type: ignore[union-attr]
-        if rep.schedule.kind == "receive":
-            job.args["received_data"] = item
+        job.args["received_data"] = item
         return job
 
     def _run_call(self, key: int, fut: _Call) -> None:
@@ -1147,7 +1152,8 @@ class Worker:
                 task.add_done_callback(self._queue_tasks.discard)
                 continue
             else:
-                coro = self._run_async_repeat(key, rec, self._fork(rec, item), due)
+                job = self._fork(rec, item) if rec.receives else rec.job
+                coro = self._run_async_repeat(key, rec, job, due)
             # Each execution's coroutine takes itself out of `tasks` when it ends (cheaper than
             # a done callback, which the loop would schedule as one more step).
             task = _start_task(loop, coro)
