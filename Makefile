@@ -82,7 +82,7 @@ sdist: install
 	$(VENV)/bin/maturin sdist --out dist
 
 bench: build-dev
-	$(PY) -m pip install -q "apscheduler>=3.10,<4"
+	$(PY) -m pip install -q "apscheduler>=3.10,<4" uvloop
 	$(PY) benches/bench_burst.py
 	$(PY) benches/bench_interval.py
 	$(PY) benches/bench_scale.py

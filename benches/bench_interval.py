@@ -1,4 +1,4 @@
-"""Interval: N fixed-rate jobs every 10 ms, workhorse vs asyncio vs APScheduler 3.x.
+"""Interval: N fixed-rate jobs every 10 ms, workhorse vs asyncio, uvloop and APScheduler 3.x.
 
 Run: .venv/bin/python benches/bench_interval.py [--jobs N] [--seconds S] [--interval I]
      [--concurrency C] [--grace G] [--skip-apscheduler]
@@ -11,7 +11,8 @@ all threads of the process) is its own and no state leaks between contenders.
   against our own ideal schedule, t_i + k * interval, where t_i is time.monotonic() just before the
   i-th perform_every call and k counts that job's executions. The two disagree only if the core's
   tick numbering differs from ours (reported as "tick index mismatches").
-- asyncio: N tasks, each `await asyncio.sleep(deadline - loop.time())` to start + k * interval.
+- asyncio: N tasks, each `await asyncio.sleep(deadline - loop.time())` to start + k * interval;
+  uvloop: the same on uvloop's loop (pip install uvloop; the row is skipped without it).
 - APScheduler 3.x: BackgroundScheduler, ThreadPoolExecutor(10), IntervalTrigger(interval) with the
   first run at once, coalesce=False, max_instances=1, misfire_grace_time=1 s (its default).
   Runs that APScheduler skips (max_instances reached, or misfired) are reported, not hidden.
@@ -158,7 +159,7 @@ def run_workhorse(
 # -- asyncio -----------------------------------------------------------------------------------
 
 
-def run_asyncio(n: int, seconds: float, interval: float, grace: float) -> Result:
+def run_asyncio(n: int, seconds: float, interval: float, grace: float, uv: bool = False) -> Result:
     last_k = ticks_in_window(seconds, interval)
     late = array.array("d")
     cutoff = [math.inf]
@@ -197,7 +198,13 @@ def run_asyncio(n: int, seconds: float, interval: float, grace: float) -> Result
         late_l = percentiles_ms(late[:fires])
         return {"fires": fires, "late": late_l, "cpu": cpu, "csw": csw, "wall": wall, "rss": rss}
 
-    return asyncio.run(main())
+    factory = None
+    if uv:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
 
 
 # -- APScheduler 3.x ---------------------------------------------------------------------------
@@ -338,6 +345,13 @@ def main() -> None:
 
     w = in_subprocess(run_workhorse, n, secs, ival, args.concurrency, args.grace)
     a = in_subprocess(run_asyncio, n, secs, ival, args.grace)
+    try:
+        import uvloop  # noqa: F401 - only to know whether the uvloop row can run
+
+        uv = in_subprocess(run_asyncio, n, secs, ival, args.grace, True)
+    except ImportError:
+        uv = None
+        print("(uvloop row skipped: pip install uvloop)")
     ap = None
     if not args.skip_apscheduler:
         ap = in_subprocess(
@@ -365,6 +379,8 @@ def main() -> None:
     row("workhorse perform_every (vs ctx.scheduled_at)", w["fires"], w["late_core"], w)
     row("workhorse perform_every (vs own t_i + k*iv)", w["fires"], w["late_own"], w)
     row("asyncio tasks, sleep to deadline", a["fires"], a["late"], a)
+    if uv is not None:
+        row("uvloop tasks, sleep to deadline", uv["fires"], uv["late"], uv)
     if ap is not None:
         row("APScheduler 3.x (vs scheduled_run_time)", ap["fires"], ap["late"], ap)
         row("APScheduler 3.x (k-th run vs k-th tick)", ap["fires"], ap["late_kth"], ap)
@@ -411,9 +427,11 @@ def main() -> None:
         f"    p99 lateness {p99_own:.3f} ms vs own schedule, {p99_core:.3f} ms vs "
         f"ctx.scheduled_at (goal <= {p99_goal:g} ms)  {verdict(max(p99_own, p99_core) <= p99_goal)}"
     )
-    cpu_ratio = w["cpu"] / a["cpu"] if a["cpu"] > 0 else math.inf
+    lean = a if uv is None or a["cpu"] <= uv["cpu"] else uv
+    cpu_ratio = w["cpu"] / lean["cpu"] if lean["cpu"] > 0 else math.inf
     goal = "(goal <= 0.5 at N=1,000)" if not big else "(no goal at this N)"
-    print(f"    CPU workhorse / asyncio {cpu_ratio:.2f}x {goal}", end="")
+    lean_name = "asyncio" if lean is a else "uvloop"
+    print(f"    CPU workhorse / the leaner loop ({lean_name}) {cpu_ratio:.2f}x {goal}", end="")
     print(f"  {verdict(cpu_ratio <= 0.5)}" if not big else "")
 
 

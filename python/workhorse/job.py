@@ -71,7 +71,10 @@ _is_tracked = gc.is_tracked
 
 
 class Context:
-    """Per-execution state: key/values, the status, the error raised, deadline and cancellation."""
+    """Per-execution state: key/values, the status, the error raised, deadline and cancellation.
+
+    An execution's context leaves the cyclic GC when it ends holding nothing that can close a
+    cycle (rust/src/gc.rs); setting a value that can keeps it tracked."""
 
     __slots__ = (
         "_values",
@@ -110,7 +113,6 @@ class Context:
         self._trace: Trace | None = None
         self._result: object = None  # a wh.Result a queued job's handler returned
         self.session = session if session is not None else _DEFAULT_SESSION
-        _settle(self)
 
     @property
     def status(self) -> Status:
@@ -195,7 +197,10 @@ class Trace:
 
 
 class Job:
-    """A unit of work: a handler name, its arguments, and a fresh Context on every execution."""
+    """A unit of work: a handler name, its arguments, and a fresh Context on every execution.
+
+    A job whose args hold only atoms (str, int, float, ...) stays out of the cyclic GC
+    (rust/src/gc.rs); it is looked at again when made, copied, and when each execution ends."""
 
     __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_seed")
 

@@ -870,7 +870,6 @@ class Worker:
         seed = job._seed
         if seed:
             ctx._values = dict(seed)
-            _settle(ctx)
         ctx._executing = True
         job._ctx = ctx
         if execution is not None:

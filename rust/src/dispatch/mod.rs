@@ -31,7 +31,8 @@ pub(crate) use py::{pending_timers, Dispatcher};
 use crate::queue::{Ack, Claim};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
@@ -135,7 +136,7 @@ struct State {
     /// The watchdog's current period, and whether its last look woke a thread.
     watch_period: u64,
     watch_woke: bool,
-    entries: HashMap<u64, Entry>,
+    entries: FxHashMap<u64, Entry>,
     figures: Figures,
 }
 
@@ -180,7 +181,7 @@ impl Inner {
                 watch_taken: 0,
                 watch_period: STALL_NS,
                 watch_woke: false,
-                entries: HashMap::new(),
+                entries: FxHashMap::default(),
                 figures: Figures::default(),
             }),
             lanes: [Condvar::new(), Condvar::new()],
