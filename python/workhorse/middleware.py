@@ -180,7 +180,9 @@ def apply_status_rules(handler: Handler, log: logging.Logger = logger) -> Handle
             result: object = None
             try:
                 if ctx.deadline is None:
-                    result = await _contained(async_handler(job))
+                    # Awaited here, a SystemExit it raises is caught below like any error;
+                    # only wait_for's inner task needs _contained.
+                    result = await async_handler(job)
                 else:
                     remaining = max(ctx.deadline - time.monotonic(), 0.0)
                     result = await asyncio.wait_for(_contained(async_handler(job)), remaining)

@@ -913,29 +913,43 @@ class Worker:
         due: float | None = None,
         execution: Execution | None = None,
         live: set[Context] | None = None,
+        key: int = -1,
     ) -> Context:
-        # While it runs, no other execution replaces the job's context: they fork instead.
-        job = self._begin(job, due, execution)
-        ctx: Context = job._ctx  # type: ignore[assignment]
-        if live is None:
-            live = self._live
-        live.add(ctx)
+        """Run an async execution. key >= 0: one the asyncio lane took (0 for a one-shot), run
+        as its own task's coroutine: it also leaves the lane's task set, completes with the core
+        and resolves its handle (one coroutine per execution, not a wrapper around this one)."""
+        ctx: Context | None = None
         try:
-            await handler(job)  # type: ignore[misc]
-        except asyncio.CancelledError as exc:
-            # Cancelled by stop(): the context says so; the execution ends as unavailable.
-            ctx.cancel()
-            if ctx.status < 400:
-                ctx.status = Status.UNAVAILABLE
-            ctx.error = exc
-        except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
-            record_error(job, exc, self.logger)
+            # While it runs, no other execution replaces the job's context: they fork instead.
+            job = self._begin(job, due, execution)
+            ctx = job._ctx
+            assert ctx is not None
+            if live is None:
+                live = self._live
+            live.add(ctx)
+            try:
+                await handler(job)  # type: ignore[misc]
+            except asyncio.CancelledError as exc:
+                # Cancelled by stop(): the context says so; the execution ends as unavailable.
+                ctx.cancel()
+                if ctx.status < 400:
+                    ctx.status = Status.UNAVAILABLE
+                ctx.error = exc
+            except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
+                record_error(job, exc, self.logger)
+            finally:
+                live.discard(ctx)
+                del _running_jobs[id(job)]
+                _settle(ctx, job)  # what the handler and adapters left on them decides
+            _final_status(ctx)
+            return ctx
         finally:
-            live.discard(ctx)
-            del _running_jobs[id(job)]
-            _settle(ctx, job)  # what the handler and adapters left on them decides
-        _final_status(ctx)
-        return ctx
+            if key >= 0:
+                self._tasks.discard(asyncio.current_task())
+                status = _INTERNAL_ERROR if ctx is None else ctx._status
+                self._core.done(key, status)
+                if execution is not None:
+                    execution._finish(status, None if ctx is None else ctx.error)
 
     def _sync_loop(self) -> None:
         # The core's executor loop (rust/src/dispatch/executor.rs) runs on this thread until the
@@ -1137,7 +1151,8 @@ class Worker:
         tasks = self._tasks
         for key, rec, item, due, ended in batch:
             if type(rec) is Execution:
-                coro = self._run_async_once(rec, due)
+                job = rec.job
+                coro = self._run_async(job, self._chains[job.handler][0], due, rec, None, 0)
             elif rec is None:  # its schedule went between due and taken
                 if not ended:
                     self._core.done(key, _UNAVAILABLE)
@@ -1152,32 +1167,12 @@ class Worker:
                 continue
             else:
                 job = self._fork(rec, item) if rec.receives else rec.job
-                coro = self._run_async_repeat(key, rec, job, due)
+                coro = self._run_async(job, rec.handler, due, None, None, key)
             # Each execution's coroutine takes itself out of `tasks` when it ends (cheaper than
             # a done callback, which the loop would schedule as one more step).
             task = _start_task(loop, coro)
             if not task.done():
                 tasks.add(task)
-
-    async def _run_async_once(self, execution: Execution, due: float) -> None:
-        status = _INTERNAL_ERROR
-        error: BaseException | None = None
-        try:
-            job = execution.job
-            ctx = await self._run_async(job, self._chains[job.handler][0], due, execution)
-            status, error = ctx._status, ctx.error
-        finally:
-            self._tasks.discard(asyncio.current_task())
-            self._core.done(0, status)
-            execution._finish(status, error)
-
-    async def _run_async_repeat(self, key: int, rep: _Repeat, job: Job, due: float) -> None:
-        status = _INTERNAL_ERROR
-        try:
-            status = (await self._run_async(job, rep.handler, due)).status  # type: ignore[arg-type]
-        finally:
-            self._tasks.discard(asyncio.current_task())
-            self._core.done(key, status)
 
 
 def _handler_options(
