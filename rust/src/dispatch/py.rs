@@ -441,13 +441,24 @@ impl Dispatcher {
             // Timers and intervals go (a timer's record is a one-shot that never started);
             // receive entries end (a private pump's drains first) and send their end marker
             // once their received items have run.
-            for (_, entry) in st.entries.extract_if(|_, entry| {
-                !matches!(entry.source, Source::Receive { .. } | Source::Queue { .. })
-            }) {
-                match (entry.source, entry.record) {
-                    (Source::Timer, Some(record)) => unstarted.push(record),
-                    (_, Some(record)) => schedules.push(record),
-                    _ => {}
+            // In key order, which is the order Python made them in: a million records resolved
+            // in hash order would each be a cache miss (0.4 s against 0.1 s).
+            let mut gone: Vec<(u64, bool, Py<PyAny>)> = st
+                .entries
+                .extract_if(|_, entry| {
+                    !matches!(entry.source, Source::Receive { .. } | Source::Queue { .. })
+                })
+                .filter_map(|(key, entry)| {
+                    let one_shot = matches!(entry.source, Source::Timer);
+                    entry.record.map(|record| (key, one_shot, record))
+                })
+                .collect();
+            gone.sort_unstable_by_key(|&(key, _, _)| key);
+            for (_, one_shot, record) in gone {
+                if one_shot {
+                    unstarted.push(record);
+                } else {
+                    schedules.push(record);
                 }
             }
             let receiving: Vec<u64> = st.entries.keys().copied().collect();
