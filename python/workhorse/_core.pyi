@@ -178,6 +178,7 @@ class Dispatcher:
         self,
         run: Callable[[int, Any, Any, float, bool], int | None],
         spawn: Callable[[], None],
+        checkpoint: Callable[[], None],
     ) -> None: ...
     def done(self, key: int, status: int = ...) -> None: ...  # status defaults to -1
     def close(self) -> tuple[list[Any], list[Any]]: ...

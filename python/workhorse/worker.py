@@ -957,7 +957,8 @@ class Worker:
         # that blocks holds up only itself. A failed thread initializer (Executor) breaks the
         # pool: this thread then fails what it takes instead of running it, so none waits forever.
         broken = self._thread_init is not None and not self._thread_init()
-        self._core.run_sync(self._fail_ready if broken else self._run_ready, self._grow)
+        run = self._fail_ready if broken else self._run_ready
+        self._core.run_sync(run, self._grow, _checkpoint)
 
     def _grow(self) -> None:
         # Called by the executor loop when it took work and no thread is left waiting: one more
@@ -1213,6 +1214,11 @@ def _final_status(ctx: Context) -> Status:
     if status is _UNKNOWN:
         status = ctx._status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
     return status
+
+
+def _checkpoint() -> None:
+    """Called by the executor loop before it takes the next execution: entering Python code is
+    where CPython hands the GIL to a thread that asked for it (see executor.rs)."""
 
 
 async def _as_coro(awaitable: Awaitable[Any]) -> Any:

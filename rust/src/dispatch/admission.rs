@@ -28,8 +28,14 @@ impl Inner {
         if st.waiting[lane] == 0 || st.ready[lane].is_empty() {
             return;
         }
-        if lane == ASYNC || st.running == 0 {
+        if lane == ASYNC {
             self.lanes[lane].notify_one();
+        } else if st.running == 0 {
+            // One thread on its way is enough: it takes what is ready once it has the GIL.
+            if st.waking == 0 {
+                st.waking = 1;
+                self.lanes[lane].notify_one();
+            }
         } else if !st.watchdog {
             if let Some(me) = self.me.upgrade() {
                 st.watchdog = true;

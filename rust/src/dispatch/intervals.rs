@@ -30,6 +30,7 @@ impl Inner {
                         st.watch_period = (st.watch_period * 2).min(STALL_MAX_NS);
                     }
                     if st.waiting[SYNC] > 0 {
+                        st.waking = 1; // whoever was on its way did not come: this one goes
                         self.lanes[SYNC].notify_one();
                         st.watch_woke = true;
                     }

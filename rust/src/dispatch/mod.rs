@@ -129,6 +129,9 @@ struct State {
     /// Executor threads in the sync lane's loop (executor.rs): it asks for another while below
     /// the limit and none waits.
     threads: usize,
+    /// Sync executor threads told to wake and not yet back for work (with the GIL): one is
+    /// enough, and telling more while the GIL is busy only makes them all queue for it.
+    waking: usize,
     watchdog: bool,
     /// Sync executions taken so far, and the count the watchdog saw last: no progress = a stall.
     taken: u64,
@@ -176,6 +179,7 @@ impl Inner {
                 waiting: [0, 0],
                 running: 0,
                 threads: 0,
+                waking: 0,
                 watchdog: false,
                 taken: 0,
                 watch_taken: 0,

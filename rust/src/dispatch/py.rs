@@ -368,9 +368,16 @@ impl Dispatcher {
 
     /// Run the sync lane's executor loop on this thread until the dispatcher is closed and
     /// drained (executor.rs): `run(key, record, item, due, ended)` for each ready execution,
-    /// `spawn()` when the lane may need another thread.
-    fn run_sync(&self, py: Python<'_>, run: Bound<'_, PyAny>, spawn: Bound<'_, PyAny>) {
-        self.inner.run_sync_lane(py, &run, &spawn);
+    /// `spawn()` when the lane may need another thread, `checkpoint()` (a Python function that
+    /// does nothing) before taking the next one.
+    fn run_sync(
+        &self,
+        py: Python<'_>,
+        run: Bound<'_, PyAny>,
+        spawn: Bound<'_, PyAny>,
+        checkpoint: Bound<'_, PyAny>,
+    ) {
+        self.inner.run_sync_lane(py, &run, &spawn, &checkpoint);
     }
 
     /// An execution finished with `status`: free its permit and let its source go on.
