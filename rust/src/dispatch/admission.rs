@@ -118,6 +118,22 @@ mod tests {
     use crate::dispatch::*;
 
     #[test]
+    fn ready_work_wakes_one_idle_thread_until_it_is_back() {
+        let inner = Inner::new(8);
+        inner.state.lock().waiting[SYNC] = 3; // three idle threads, none running
+        due(&inner, 1);
+        assert_eq!(inner.state.lock().waking, 1);
+        // More work while the woken thread waits for the GIL: nobody else is told.
+        due(&inner, 2);
+        due(&inner, 3);
+        assert_eq!(inner.state.lock().waking, 1);
+        // Back with the GIL (its turn takes `waking` down): the next work wakes one again.
+        inner.state.lock().waking = 0;
+        due(&inner, 4);
+        assert_eq!(inner.state.lock().waking, 1);
+    }
+
+    #[test]
     fn admits_only_while_permits_are_free() {
         let inner = Inner::new(2);
         for key in 1..=5 {
