@@ -616,3 +616,32 @@ def test_a_status_assigned_as_a_plain_int_becomes_a_status(worker):
     worker.register("unknown", unknown)
     assert worker.perform(wh.Job("known")).wait(2) is wh.Status.UNAVAILABLE
     assert worker.perform(wh.Job("unknown"), sync=True) is wh.Status.BAD_REQUEST
+
+
+@pytest.mark.parametrize("how", ["waits (GIL released)", "spins (GIL held)"])
+def test_a_handler_that_blocks_never_holds_up_the_executions_queued_behind_it(make_worker, how):
+    # The executor loop runs one execution per pop: the ones behind a busy handler stay in the
+    # lane for another thread (woken by the stall watchdog when the busy one does not come back).
+    release = threading.Event()
+    quick_done: list[float] = []
+    worker = make_worker(concurrency=4)
+
+    def busy(job: wh.Job) -> None:
+        if how.startswith("waits"):
+            release.wait(5.0)
+        else:
+            end = time.monotonic() + 5.0
+            while not release.is_set() and time.monotonic() < end:
+                pass
+
+    worker.register("busy", busy)
+    worker.register("quick", lambda job: quick_done.append(time.monotonic()))
+    blocker = worker.perform(wh.Job("busy"))
+    time.sleep(0.05)  # the busy handler is running
+    quick = [worker.perform(wh.Job("quick")) for _ in range(20)]
+    try:
+        assert all(e.wait(3.0) == wh.Status.SUCCESS for e in quick)
+        assert not blocker.done(), "the quick ones finished while the busy one still ran"
+    finally:
+        release.set()
+    assert blocker.wait(5.0) == wh.Status.SUCCESS
