@@ -8,6 +8,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "Channel",
     "Dispatcher",
+    "ExecPath",
     "OnRamp",
     "QueueCore",
     "CronTask",
@@ -179,6 +180,7 @@ class Dispatcher:
         run: Callable[[int, Any, Any, float, bool], int | None],
         spawn: Callable[[], None],
         checkpoint: Callable[[], None],
+        path: ExecPath | None = None,
     ) -> None: ...
     def done(self, key: int, status: int = ...) -> None: ...  # status defaults to -1
     def close(self) -> tuple[list[Any], list[Any]]: ...
@@ -190,6 +192,31 @@ class Dispatcher:
     @property
     def queue_failure(self) -> str | None: ...
     def figures(self) -> dict[str, Any]: ...
+
+@final
+class ExecPath:
+    """One sync execution's plumbing in the core: its Context, the claim on its Job, the final
+    status (rust/src/dispatch/run.rs)."""
+
+    def __new__(
+        cls,
+        context: type,
+        running: dict[int, Any],
+        live: set[Any],
+        session: Any,
+        statuses: tuple[Any, Any, Any],
+        on_error: Callable[[Any, BaseException], None],
+        on_result: Callable[[Any, object], None],
+    ) -> Self: ...
+    def begin(self, job: Any, due: float | None, execution: Any = None) -> Any: ...
+    def run(
+        self,
+        job: Any,
+        handler: Callable[[Any], object],
+        due: float | None = None,
+        execution: Any = None,
+        live: set[Any] | None = None,
+    ) -> Any: ...
 
 @final
 class OnRamp:

@@ -61,11 +61,10 @@ _ASYNC_BATCH = 4096
 LATENESS_LE = "interval_lateness_le:"
 _TAKE_TIMEOUT = 0.5
 _DEFAULT_OPTIONS = HandlerOptions()
-# The contexts of running executions by the id of their Job: an execution claims its job with
-# one dict.setdefault (atomic under the GIL, no lock for threads to queue on); if another
-# execution holds it, this one runs on a fork of it.
+# The contexts of running executions by the id of their Job: an execution claims its job (in the
+# core, atomically under the GIL, no lock for threads to queue on); if another execution holds
+# it, this one runs on a fork of it.
 _running_jobs: dict[int, Context] = {}
-_claim = _running_jobs.setdefault
 _settle = _core.settle
 
 
@@ -180,6 +179,16 @@ class Worker:
         # hands it back when the execution is taken; the keys of the queue consumers' schedules.
         self._queue_keys: list[int] = []
         self._live: set[Context] = set()
+        # One sync execution's plumbing, done in the core (rust/src/dispatch/run.rs).
+        self._path = _core.ExecPath(
+            Context,
+            _running_jobs,
+            self._live,
+            self.session,
+            (_UNKNOWN, _SUCCESS, _INTERNAL_ERROR),
+            self._on_error,
+            self._on_result,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._pumps: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
@@ -854,28 +863,9 @@ class Worker:
 
     def _begin(self, job: Job, due: float | None, execution: Execution | None = None) -> Job:
         """Give an execution its own Context: on the job performed, or on a fork of it when
-        another execution of the same Job object is running (a template performed many times)."""
-        timeout = job.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ctx = Context(self.session, deadline, None, due)
-        if _claim(id(job), ctx) is not ctx:
-            job = job._fork()
-            _running_jobs[id(job)] = ctx
-        else:
-            prev = job._ctx
-            if prev is not None and not prev._executing:
-                # Values set on job.ctx before performing seed every execution of this job;
-                # values a handler sets stay with its own execution.
-                job._seed = prev._values
-        seed = job._seed
-        if seed:
-            ctx._values = dict(seed)
-        ctx._executing = True
-        job._ctx = ctx
-        if execution is not None:
-            execution.job = job
-            execution._ctx = ctx
-        return job
+        another execution of the same Job object is running (a template performed many times).
+        The core does it (rust/src/dispatch/run.rs), for the sync executions it runs too."""
+        return self._path.begin(job, due, execution)  # type: ignore[no-any-return]
 
     def _run_job(
         self,
@@ -885,26 +875,19 @@ class Worker:
         execution: Execution | None = None,
         live: set[Context] | None = None,
     ) -> Context:
-        # While it runs, no other execution replaces the job's context: they fork instead.
-        job = self._begin(job, due, execution)
-        ctx: Context = job._ctx  # type: ignore[assignment]
-        if live is None:
-            live = self._live
-        live.add(ctx)
-        try:
-            result = handler(job)
-            if result is not None and inspect.isawaitable(result):
-                # A plain adapter around an async handler handed us a coroutine: run it on the loop.
-                fut = asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop())
-                fut.result()
-        except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not kill a thread
-            record_error(job, exc, self.logger)
-        finally:
-            live.discard(ctx)
-            del _running_jobs[id(job)]
-            _settle(ctx, job)  # what the handler and adapters left on them decides
-        _final_status(ctx)
-        return ctx
+        """Run one sync execution (begin, the chain, the final status) in the core."""
+        return self._path.run(job, handler, due, execution, live)  # type: ignore[no-any-return]
+
+    def _on_error(self, job: Job, exc: BaseException) -> None:
+        # The core's run path: what the adapted chain raised (SystemExit in a handler must not
+        # kill a thread).
+        record_error(job, exc, self.logger)
+
+    def _on_result(self, job: Job, result: object) -> None:
+        # The core's run path: a chain that returned something. A plain adapter around an async
+        # handler handed us a coroutine: run it on the loop (its error is the execution's).
+        if inspect.isawaitable(result):
+            asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop()).result()
 
     async def _run_async(
         self,
@@ -958,7 +941,7 @@ class Worker:
         # pool: this thread then fails what it takes instead of running it, so none waits forever.
         broken = self._thread_init is not None and not self._thread_init()
         run = self._fail_ready if broken else self._run_ready
-        self._core.run_sync(run, self._grow, _checkpoint)
+        self._core.run_sync(run, self._grow, _checkpoint, self._path)
 
     def _grow(self) -> None:
         # Called by the executor loop when it took work and no thread is left waiting: one more

@@ -35,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<channel::Channel>()?;
     m.add_class::<dispatch::Dispatcher>()?;
+    m.add_class::<dispatch::ExecPath>()?;
     m.add_class::<onramp::OnRamp>()?;
     m.add_class::<queue::py::QueueCore>()?;
     m.add_class::<queue::py::CronTask>()?;

@@ -55,6 +55,7 @@ impl Inner {
             scheduled: 0,
             lane,
             ended: true,
+            interval: false,
         });
         self.lanes[lane].notify_one();
     }

@@ -51,6 +51,7 @@ impl Inner {
                 scheduled: now,
                 lane,
                 ended: false,
+                interval: false,
             });
         }
         self.admit(&mut st);

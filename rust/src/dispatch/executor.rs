@@ -116,7 +116,8 @@ impl Inner {
         })
     }
 
-    /// The loop itself (see the module docs). `run(key, record, item, due, ended)` returns the
+    /// The loop itself (see the module docs). Interval ticks go through `path` (run.rs) when
+    /// given, without entering the runner. `run(key, record, item, due, ended)` returns the
     /// status to complete the execution with, or None when it completed it itself (one-shots
     /// resolve their handle after freeing the permit; queued jobs ack) or it was an end marker.
     /// `spawn()` is called when this thread took work and none is left waiting.
@@ -126,6 +127,7 @@ impl Inner {
         run: &Bound<'_, PyAny>,
         spawn: &Bound<'_, PyAny>,
         checkpoint: &Bound<'_, PyAny>,
+        path: Option<&super::ExecPath>,
     ) {
         self.state.lock().threads += 1;
         let mut last = None;
@@ -165,6 +167,13 @@ impl Inner {
             if ready.record.is_none() && !ready.ended {
                 last = Some((key, UNAVAILABLE)); // cancelled or stopped between due and taken
                 continue;
+            }
+            if ready.interval {
+                if let (Some(path), Some(record)) = (path, &ready.record) {
+                    let due = ns_to_secs(ready.scheduled);
+                    last = Some((key, path.run_tick(py, record.bind(py), due)));
+                    continue;
+                }
             }
             match call_runner(py, run, ready) {
                 Ok(Some(status)) => last = Some((key, status)),

@@ -49,6 +49,7 @@ impl Inner {
             let figures = &mut st.figures;
             let lane = entry.lane;
             let mut record = None;
+            let mut interval = false;
             match entry.source {
                 Source::Timer => {
                     record = st.entries.remove(&key).and_then(|entry| entry.record);
@@ -80,6 +81,7 @@ impl Inner {
                         continue;
                     }
                     entry.outstanding += 1;
+                    interval = true;
                 }
                 Source::Receive { .. } | Source::Queue { .. } => continue,
             }
@@ -91,6 +93,7 @@ impl Inner {
                 scheduled: deadline,
                 lane,
                 ended: false,
+                interval,
             });
         }
         self.admit(st);

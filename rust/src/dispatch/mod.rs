@@ -14,6 +14,8 @@
 //! - `claims.rs`: what a durable queue's consumer calls (claims, acks, lost leases);
 //! - `admission.rs`: permits, ready lanes, waking executor threads, completion;
 //! - `executor.rs`: the sync lane's executor loop, calling the worker's Python runner;
+//! - `run.rs`: one sync execution's plumbing (its Context, the claim on its Job, the last
+//!   status), which the loop runs interval ticks through;
 //! - `py.rs`: the `Dispatcher` pyclass that Python registers sources with, takes from and
 //!   reports completions to.
 //!
@@ -25,8 +27,10 @@ mod executor;
 mod intervals;
 mod py;
 mod receive;
+mod run;
 
 pub(crate) use py::{pending_timers, Dispatcher};
+pub(crate) use run::ExecPath;
 
 use crate::queue::{Ack, Claim};
 use parking_lot::{Condvar, Mutex};
@@ -64,6 +68,8 @@ struct Ready {
     lane: usize,
     /// Not an execution: tells Python that a repeating entry has finished for good.
     ended: bool,
+    /// A tick of an interval: the executor loop runs it through `ExecPath` (run.rs).
+    interval: bool,
 }
 
 enum Source {
@@ -217,6 +223,7 @@ pub(crate) mod tests_support {
             scheduled: 0,
             lane: SYNC,
             ended: false,
+            interval: false,
         });
         inner.admit(&mut st);
     }

@@ -66,6 +66,7 @@ impl Dispatcher {
             scheduled: now_ns(),
             lane,
             ended: false,
+            interval: false,
         });
         self.inner.admit(&mut st);
         Ok(st.waiting[lane] == 0)
@@ -369,15 +370,18 @@ impl Dispatcher {
     /// Run the sync lane's executor loop on this thread until the dispatcher is closed and
     /// drained (executor.rs): `run(key, record, item, due, ended)` for each ready execution,
     /// `spawn()` when the lane may need another thread, `checkpoint()` (a Python function that
-    /// does nothing) before taking the next one.
+    /// does nothing) before taking the next one; interval ticks through `path` (run.rs).
+    #[pyo3(signature = (run, spawn, checkpoint, path=None))]
     fn run_sync(
         &self,
         py: Python<'_>,
         run: Bound<'_, PyAny>,
         spawn: Bound<'_, PyAny>,
         checkpoint: Bound<'_, PyAny>,
+        path: Option<PyRef<'_, super::ExecPath>>,
     ) {
-        self.inner.run_sync_lane(py, &run, &spawn, &checkpoint);
+        self.inner
+            .run_sync_lane(py, &run, &spawn, &checkpoint, path.as_deref());
     }
 
     /// An execution finished with `status`: free its permit and let its source go on.

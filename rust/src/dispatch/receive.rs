@@ -29,6 +29,7 @@ impl Inner {
             scheduled: now_ns(),
             lane,
             ended: false,
+            interval: false,
         });
         self.admit(&mut st);
         Ok(())
