@@ -207,6 +207,7 @@ class ExecPath:
         statuses: tuple[Any, Any, Any],
         on_error: Callable[[Any, BaseException], None],
         on_result: Callable[[Any, object], None],
+        one_shots: tuple[type, dict[str, Any], Callable[[str], Any]],
     ) -> Self: ...
     def begin(self, job: Any, due: float | None, execution: Any = None) -> Any: ...
     def run(

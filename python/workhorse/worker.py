@@ -171,9 +171,9 @@ class Worker:
         self.logger = logger or logging.getLogger("workhorse")
         self.name = name or f"worker-{next(_names)}"
         self._adapters: list[Adapter] = []
-        self.use(*adapters)
         self._handlers: dict[str, Handler] = {}
         self._chains: dict[str, tuple[Handler, bool]] = {}
+        self.use(*adapters)
         self._core = _core.Dispatcher(concurrency)
         # The core owns every execution's record (an Execution, an Executor call, a _Repeat) and
         # hands it back when the execution is taken; the keys of the queue consumers' schedules.
@@ -188,6 +188,7 @@ class Worker:
             (_UNKNOWN, _SUCCESS, _INTERNAL_ERROR),
             self._on_error,
             self._on_result,
+            (Execution, self._chains, self._chain),
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._pumps: set[asyncio.Task[Any]] = set()
@@ -317,7 +318,7 @@ class Worker:
             if not callable(adapter):
                 raise TypeError(f"adapter must be callable, got {type(adapter).__name__}")
         self._adapters.extend(adapters)
-        self._chains = {}
+        self._chains.clear()  # the same dict: the core's run path holds it
 
     def _chain(self, name: str) -> tuple[Handler, bool]:
         chain = self._chains.get(name)
@@ -996,7 +997,7 @@ class Worker:
         error: BaseException | None = None
         try:
             job = execution.job
-            ctx = self._run_job(job, self._chains[job.handler][0], due, execution)
+            ctx = self._run_job(job, self._chain(job.handler)[0], due, execution)
             status, error = ctx._status, ctx.error
         finally:
             self._core.done(0, status)
@@ -1136,7 +1137,7 @@ class Worker:
         for key, rec, item, due, ended in batch:
             if type(rec) is Execution:
                 job = rec.job
-                coro = self._run_async(job, self._chains[job.handler][0], due, rec, None, 0)
+                coro = self._run_async(job, self._chain(job.handler)[0], due, rec, None, 0)
             elif rec is None:  # its schedule went between due and taken
                 if not ended:
                     self._core.done(key, _UNAVAILABLE)

@@ -20,6 +20,7 @@
 
 use super::{Inner, Ready, State, SYNC};
 use crate::runtime::ns_to_secs;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::Arc;
@@ -91,6 +92,43 @@ impl Inner {
         *spawn = st.waiting[SYNC] == 0 && st.threads < st.limit;
         Self::fill_record(py, &st, &mut ready);
         Next::Run(ready)
+    }
+
+    /// A one-shot (`perform`) run by the loop itself: its permit is freed before its handle is
+    /// resolved, as `Execution.wait()` callers expect `worker.running` to have dropped.
+    fn run_one_shot(
+        &self,
+        py: Python<'_>,
+        path: &super::ExecPath,
+        execution: &Bound<'_, PyAny>,
+        due: f64,
+    ) {
+        let outcome = path.run_one_shot(py, execution, due);
+        let result = (|| -> PyResult<()> {
+            let (status, error) = match outcome {
+                Ok(done) => done,
+                Err(err) => {
+                    // A fault of the plumbing, not of the handler: reported, and the handle
+                    // resolved so that nobody waits forever.
+                    err.write_unraisable(py, Some(execution));
+                    (path.internal_error(py)?, py.None().into_bound(py))
+                }
+            };
+            let code = status.extract::<i32>().unwrap_or(500);
+            {
+                let mut st = self.state.lock();
+                self.complete(&mut st, 0, code);
+                self.admit(&mut st);
+                if st.in_flight == 0 {
+                    self.idle.notify_all();
+                }
+            }
+            execution.call_method1(intern!(py, "_finish"), (status, error))?;
+            Ok(())
+        })();
+        if let Err(err) = result {
+            err.write_unraisable(py, Some(execution));
+        }
     }
 
     /// Wait with the GIL released until the sync lane has work or nothing more can come;
@@ -168,10 +206,15 @@ impl Inner {
                 last = Some((key, UNAVAILABLE)); // cancelled or stopped between due and taken
                 continue;
             }
-            if ready.interval {
-                if let (Some(path), Some(record)) = (path, &ready.record) {
-                    let due = ns_to_secs(ready.scheduled);
-                    last = Some((key, path.run_tick(py, record.bind(py), due)));
+            if let (Some(path), Some(record)) = (path, &ready.record) {
+                let record = record.bind(py);
+                let due = ns_to_secs(ready.scheduled);
+                if ready.interval {
+                    last = Some((key, path.run_tick(py, record, due)));
+                    continue;
+                }
+                if key == 0 && path.is_one_shot(py, record) {
+                    self.run_one_shot(py, path, record, due);
                     continue;
                 }
             }

@@ -28,6 +28,11 @@ pub(crate) struct ExecPath {
     /// `on_result(job, result)`: a chain that returned something (an awaitable from a plain
     /// adapter around an async handler is run on the loop, and may raise).
     on_result: Option<Py<PyAny>>,
+    /// The Execution class, the worker's chains by handler name ((handler, is_async)) and its
+    /// `_chain(name)` that builds a missing one: how the loop runs a one-shot by itself.
+    execution_type: Option<Py<PyAny>>,
+    chains: Option<Py<PyDict>>,
+    chain: Option<Py<PyAny>>,
 }
 
 fn field<'a, 'py, T>(py: Python<'py>, value: &'a Option<Py<T>>) -> PyResult<&'a Bound<'py, T>> {
@@ -49,8 +54,10 @@ impl ExecPath {
         statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
         on_error: Py<PyAny>,
         on_result: Py<PyAny>,
+        one_shots: (Py<PyAny>, Py<PyDict>, Py<PyAny>),
     ) -> Self {
         let (unknown, success, internal_error) = statuses;
+        let (execution_type, chains, chain) = one_shots;
         ExecPath {
             context: Some(context),
             running: Some(running),
@@ -61,6 +68,9 @@ impl ExecPath {
             internal_error: Some(internal_error),
             on_error: Some(on_error),
             on_result: Some(on_result),
+            execution_type: Some(execution_type),
+            chains: Some(chains),
+            chain: Some(chain),
         }
     }
 
@@ -171,10 +181,13 @@ impl ExecPath {
             &self.internal_error,
             &self.on_error,
             &self.on_result,
+            &self.execution_type,
+            &self.chain,
         ] {
             visit.call(value)?;
         }
         visit.call(&self.running)?;
+        visit.call(&self.chains)?;
         visit.call(&self.live)
     }
 
@@ -188,10 +201,45 @@ impl ExecPath {
         self.internal_error = None;
         self.on_error = None;
         self.on_result = None;
+        self.execution_type = None;
+        self.chains = None;
+        self.chain = None;
     }
 }
 
 impl ExecPath {
+    /// Whether `record` is an Execution (a one-shot `perform`), which `run_one_shot` runs.
+    pub(super) fn is_one_shot(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> bool {
+        field(py, &self.execution_type).is_ok_and(|kind| record.get_type().is(kind))
+    }
+
+    /// A one-shot taken by the executor loop: its job through `run` with the chain of its
+    /// handler name; returns (status, error) for the loop to complete it and resolve the handle.
+    pub(super) fn run_one_shot<'py>(
+        &self,
+        py: Python<'py>,
+        execution: &Bound<'py, PyAny>,
+        due: f64,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let job = execution.getattr(intern!(py, "job"))?;
+        let name = job.getattr(intern!(py, "handler"))?;
+        let chain = match field(py, &self.chains)?.get_item(&name)? {
+            Some(chain) => chain,
+            None => field(py, &self.chain)?.call1((&name,))?,
+        };
+        let handler = chain.get_item(0)?;
+        let ctx = self.run(py, job, &handler, Some(due), Some(execution.clone()), None)?;
+        Ok((
+            ctx.getattr(intern!(py, "_status"))?,
+            ctx.getattr(intern!(py, "error"))?,
+        ))
+    }
+
+    /// INTERNAL_ERROR, for a one-shot whose plumbing failed.
+    pub(super) fn internal_error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        field(py, &self.internal_error).cloned()
+    }
+
     /// An interval tick taken by the executor loop: its record's job and handler through `run`;
     /// the status to complete it with.
     pub(super) fn run_tick(&self, py: Python<'_>, record: &Bound<'_, PyAny>, due: f64) -> i32 {
