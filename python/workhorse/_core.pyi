@@ -208,6 +208,7 @@ class ExecPath:
         on_error: Callable[[Any, BaseException], None],
         on_result: Callable[[Any, object], None],
         one_shots: tuple[type, dict[str, Any], Callable[[str], Any]],
+        report: Callable[[BaseException], None],
     ) -> Self: ...
     def begin(self, job: Any, due: float | None, execution: Any = None) -> Any: ...
     def run(

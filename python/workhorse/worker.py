@@ -189,6 +189,7 @@ class Worker:
             self._on_error,
             self._on_result,
             (Execution, self._chains, self._chain),
+            self._internal_error,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._pumps: set[asyncio.Task[Any]] = set()
@@ -883,6 +884,12 @@ class Worker:
         # The core's run path: what the adapted chain raised (SystemExit in a handler must not
         # kill a thread).
         record_error(job, exc, self.logger)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        # The core's run path: a fault of workhorse around an execution, never of its handler.
+        self.logger.error(
+            "%s: internal error finishing an execution", self.name, exc_info=exc
+        )
 
     def _on_result(self, job: Job, result: object) -> None:
         # The core's run path: a chain that returned something. A plain adapter around an async

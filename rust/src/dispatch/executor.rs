@@ -110,7 +110,7 @@ impl Inner {
                 Err(err) => {
                     // A fault of the plumbing, not of the handler: reported, and the handle
                     // resolved so that nobody waits forever.
-                    err.write_unraisable(py, Some(execution));
+                    path.report(py, err, execution);
                     (path.internal_error(py)?, py.None().into_bound(py))
                 }
             };
@@ -127,7 +127,7 @@ impl Inner {
             Ok(())
         })();
         if let Err(err) = result {
-            err.write_unraisable(py, Some(execution));
+            path.report(py, err, execution);
         }
     }
 

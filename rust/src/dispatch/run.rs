@@ -33,6 +33,8 @@ pub(crate) struct ExecPath {
     execution_type: Option<Py<PyAny>>,
     chains: Option<Py<PyDict>>,
     chain: Option<Py<PyAny>>,
+    /// `report(exc)`: a fault of workhorse itself around an execution, for the worker's logger.
+    report: Option<Py<PyAny>>,
 }
 
 fn field<'a, 'py, T>(py: Python<'py>, value: &'a Option<Py<T>>) -> PyResult<&'a Bound<'py, T>> {
@@ -55,6 +57,7 @@ impl ExecPath {
         on_error: Py<PyAny>,
         on_result: Py<PyAny>,
         one_shots: (Py<PyAny>, Py<PyDict>, Py<PyAny>),
+        report: Py<PyAny>,
     ) -> Self {
         let (unknown, success, internal_error) = statuses;
         let (execution_type, chains, chain) = one_shots;
@@ -71,6 +74,7 @@ impl ExecPath {
             execution_type: Some(execution_type),
             chains: Some(chains),
             chain: Some(chain),
+            report: Some(report),
         }
     }
 
@@ -183,6 +187,7 @@ impl ExecPath {
             &self.on_result,
             &self.execution_type,
             &self.chain,
+            &self.report,
         ] {
             visit.call(value)?;
         }
@@ -204,6 +209,7 @@ impl ExecPath {
         self.execution_type = None;
         self.chains = None;
         self.chain = None;
+        self.report = None;
     }
 }
 
@@ -235,6 +241,15 @@ impl ExecPath {
         ))
     }
 
+    /// Report a fault of workhorse itself (not of a handler, which the chain contains) through
+    /// the worker's logger; to sys.unraisablehook if even that fails.
+    pub(super) fn report(&self, py: Python<'_>, err: PyErr, what: &Bound<'_, PyAny>) {
+        let reported = field(py, &self.report).and_then(|report| report.call1((err.value(py),)));
+        if reported.is_err() {
+            err.write_unraisable(py, Some(what));
+        }
+    }
+
     /// INTERNAL_ERROR, for a one-shot whose plumbing failed.
     pub(super) fn internal_error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         field(py, &self.internal_error).cloned()
@@ -250,8 +265,7 @@ impl ExecPath {
             ctx.getattr(intern!(py, "_status"))?.extract::<i32>()
         })();
         result.unwrap_or_else(|err| {
-            // A fault of the plumbing, not of the handler (which the chain contains): reported.
-            err.write_unraisable(py, Some(record));
+            self.report(py, err, record);
             500
         })
     }
