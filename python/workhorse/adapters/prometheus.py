@@ -17,6 +17,8 @@ from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
 from workhorse.worker import LATENESS_LE
 
+_perf_counter = time.perf_counter
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
@@ -87,15 +89,16 @@ class _Shard:
         )
 
     def finish(self, job: Job, started: float, raised: BaseException | None) -> None:
-        elapsed = time.perf_counter() - started
+        elapsed = _perf_counter() - started
         self.duration[bisect_left(_DURATION_BUCKETS, elapsed)] += 1
         self.duration_sum += elapsed
         self.in_flight -= 1
-        status = job.ctx.status if raised is None else final_status(job, raised)
+        ctx = job.ctx
+        status = ctx._status if raised is None else final_status(job, raised)
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
-        values = job.ctx._values
-        if values:
+        values = ctx._values
+        if values and (REQUEST_SIZE in values or RESPONSE_SIZE in values):
             for key, sizes in ((REQUEST_SIZE, self.sizes[0]), (RESPONSE_SIZE, self.sizes[1])):
                 size = values.get(key)
                 if isinstance(size, (int, float)) and not isinstance(size, bool):
@@ -243,7 +246,7 @@ def prometheus(
                     return await async_handler(job)
                 children = series.of(job.handler)
                 children.in_flight += 1
-                started = time.perf_counter()
+                started = _perf_counter()
                 try:
                     result = await async_handler(job)
                 except BaseException as exc:
@@ -259,7 +262,7 @@ def prometheus(
                 return handler(job)
             children = series.of(job.handler)
             children.in_flight += 1
-            started = time.perf_counter()
+            started = _perf_counter()
             try:
                 result = handler(job)
             except BaseException as exc:

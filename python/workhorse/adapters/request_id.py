@@ -83,11 +83,17 @@ def request_id(header: str = "request_id") -> Adapter:
 
 
 def _ensure(job: Job, header: str) -> str:
+    # Runs on every execution: the context's values are read and written directly (a str never
+    # needs the collector, so Context.set's check is not needed).
     ctx = job.ctx
-    rid: str | None = ctx.get(REQUEST_ID)
+    values = ctx._values
+    rid: str | None = values.get(REQUEST_ID) if values else None
     if rid:
         return rid
     given = job.args.get(header)
-    rid = str(given) if given else new_request_id()
-    ctx.set(REQUEST_ID, rid)
+    rid = str(given) if given else f"{_prefix}{next(_counter):016x}"
+    if values is None:
+        ctx._values = {REQUEST_ID: rid}
+    else:
+        values[REQUEST_ID] = rid
     return rid
