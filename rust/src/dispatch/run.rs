@@ -12,36 +12,44 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-/// The Python objects one worker's executions need (see the module docs).
+/// One worker's run path (see the module docs); its Python objects leave together when the
+/// collector clears it.
 #[pyclass(module = "workhorse._core")]
 pub(crate) struct ExecPath {
-    context: Option<Py<PyAny>>,
-    /// Contexts of running executions by `id(job)`: the claim (shared by every worker).
-    running: Option<Py<PyDict>>,
-    live: Option<Py<PySet>>,
-    session: Option<Py<PyAny>>,
-    unknown: Option<Py<PyAny>>,
-    success: Option<Py<PyAny>>,
-    internal_error: Option<Py<PyAny>>,
-    /// `on_error(job, exc)`: record what the chain raised (middleware.record_error).
-    on_error: Option<Py<PyAny>>,
-    /// `on_result(job, result)`: a chain that returned something (an awaitable from a plain
-    /// adapter around an async handler is run on the loop, and may raise).
-    on_result: Option<Py<PyAny>>,
-    /// The Execution class, the worker's chains by handler name ((handler, is_async)) and its
-    /// `_chain(name)` that builds a missing one: how the loop runs a one-shot by itself.
-    execution_type: Option<Py<PyAny>>,
-    chains: Option<Py<PyDict>>,
-    chain: Option<Py<PyAny>>,
-    /// `report(exc)`: a fault of workhorse itself around an execution, for the worker's logger.
-    report: Option<Py<PyAny>>,
+    hooks: Option<Hooks>,
 }
 
-fn field<'a, 'py, T>(py: Python<'py>, value: &'a Option<Py<T>>) -> PyResult<&'a Bound<'py, T>> {
-    value
-        .as_ref()
-        .map(|v| v.bind(py))
-        .ok_or_else(|| crate::errors::Error::Stopped.into())
+/// The Python objects one worker's executions need.
+struct Hooks {
+    context: Py<PyAny>,
+    /// Contexts of running executions by `id(job)`: the claim (shared by every worker).
+    running: Py<PyDict>,
+    live: Py<PySet>,
+    session: Py<PyAny>,
+    unknown: Py<PyAny>,
+    success: Py<PyAny>,
+    internal_error: Py<PyAny>,
+    /// `on_error(job, exc)`: record what the chain raised (middleware.record_error).
+    on_error: Py<PyAny>,
+    /// `on_result(job, result)`: a chain that returned something (an awaitable from a plain
+    /// adapter around an async handler is run on the loop, and may raise).
+    on_result: Py<PyAny>,
+    /// The Execution class, the worker's chains by handler name ((handler, is_async)) and its
+    /// `_chain(name)` that builds a missing one: how the loop runs a one-shot by itself.
+    execution_type: Py<PyAny>,
+    chains: Py<PyDict>,
+    chain: Py<PyAny>,
+    /// `report(exc)`: a fault of workhorse itself around an execution, for the worker's logger.
+    report: Py<PyAny>,
+}
+
+impl ExecPath {
+    /// Its Python objects; gone once the collector cleared it (a worker being freed).
+    fn hooks(&self) -> PyResult<&Hooks> {
+        self.hooks
+            .as_ref()
+            .ok_or_else(|| crate::errors::Error::Stopped.into())
+    }
 }
 
 #[pymethods]
@@ -61,21 +69,22 @@ impl ExecPath {
     ) -> Self {
         let (unknown, success, internal_error) = statuses;
         let (execution_type, chains, chain) = one_shots;
-        ExecPath {
-            context: Some(context),
-            running: Some(running),
-            live: Some(live),
-            session: Some(session),
-            unknown: Some(unknown),
-            success: Some(success),
-            internal_error: Some(internal_error),
-            on_error: Some(on_error),
-            on_result: Some(on_result),
-            execution_type: Some(execution_type),
-            chains: Some(chains),
-            chain: Some(chain),
-            report: Some(report),
-        }
+        let hooks = Hooks {
+            context,
+            running,
+            live,
+            session,
+            unknown,
+            success,
+            internal_error,
+            on_error,
+            on_result,
+            execution_type,
+            chains,
+            chain,
+            report,
+        };
+        ExecPath { hooks: Some(hooks) }
     }
 
     /// Give an execution its own Context (see the module docs); returns the job it runs on.
@@ -93,13 +102,13 @@ impl ExecPath {
         } else {
             Some(ns_to_secs(now_ns()) + timeout.extract::<f64>()?)
         };
-        let ctx = field(py, &self.context)?.call1((
-            field(py, &self.session)?,
+        let ctx = self.hooks().map(|h| h.context.bind(py))?.call1((
+            self.hooks().map(|h| h.session.bind(py))?,
             deadline,
             py.None(),
             due,
         ))?;
-        let running = field(py, &self.running)?;
+        let running = self.hooks().map(|h| h.running.bind(py))?;
         let job = if claim(running, &job, &ctx)?.is(&ctx) {
             let prev = job.getattr(intern!(py, "_ctx"))?;
             if !prev.is_none() && !prev.getattr(intern!(py, "_executing"))?.is_truthy()? {
@@ -143,33 +152,41 @@ impl ExecPath {
         let ctx = job.getattr(intern!(py, "_ctx"))?;
         let live = match live {
             Some(live) => live,
-            None => field(py, &self.live)?.clone(),
+            None => self.hooks().map(|h| h.live.bind(py))?.clone(),
         };
         live.add(&ctx)?;
         let outcome = match handler.call1((&job,)) {
             Ok(result) if result.is_none() => Ok(()),
-            Ok(result) => field(py, &self.on_result)?.call1((&job, result)).map(drop),
+            Ok(result) => self
+                .hooks()
+                .map(|h| h.on_result.bind(py))?
+                .call1((&job, result))
+                .map(drop),
             Err(err) => Err(err),
         };
         // SystemExit or KeyboardInterrupt from an adapter too: one execution's error, recorded.
         let recorded = match outcome {
             Ok(()) => Ok(()),
-            Err(err) => field(py, &self.on_error)?
+            Err(err) => self
+                .hooks()
+                .map(|h| h.on_error.bind(py))?
                 .call1((&job, err.into_value(py)))
                 .map(drop),
         };
         live.discard(&ctx)?;
-        field(py, &self.running)?.del_item(id_of(&job))?;
+        self.hooks()
+            .map(|h| h.running.bind(py))?
+            .del_item(id_of(&job))?;
         // What the handler and adapters left on them decides whether the collector sees them.
         crate::gc::settle_one(&ctx);
         crate::gc::settle_one(&job);
         recorded?;
         let status = ctx.getattr(intern!(py, "_status"))?;
-        if status.is(field(py, &self.unknown)?) {
+        if status.is(self.hooks().map(|h| h.unknown.bind(py))?) {
             let last = if ctx.getattr(intern!(py, "error"))?.is_none() {
-                field(py, &self.success)?
+                self.hooks().map(|h| h.success.bind(py))?
             } else {
-                field(py, &self.internal_error)?
+                self.hooks().map(|h| h.internal_error.bind(py))?
             };
             ctx.setattr(intern!(py, "_status"), last)?;
         }
@@ -177,46 +194,39 @@ impl ExecPath {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(h) = &self.hooks else {
+            return Ok(());
+        };
         for value in [
-            &self.context,
-            &self.session,
-            &self.unknown,
-            &self.success,
-            &self.internal_error,
-            &self.on_error,
-            &self.on_result,
-            &self.execution_type,
-            &self.chain,
-            &self.report,
+            &h.context,
+            &h.session,
+            &h.unknown,
+            &h.success,
+            &h.internal_error,
+            &h.on_error,
+            &h.on_result,
+            &h.execution_type,
+            &h.chain,
+            &h.report,
         ] {
             visit.call(value)?;
         }
-        visit.call(&self.running)?;
-        visit.call(&self.chains)?;
-        visit.call(&self.live)
+        visit.call(&h.running)?;
+        visit.call(&h.chains)?;
+        visit.call(&h.live)
     }
 
     fn __clear__(&mut self) {
-        self.context = None;
-        self.running = None;
-        self.live = None;
-        self.session = None;
-        self.unknown = None;
-        self.success = None;
-        self.internal_error = None;
-        self.on_error = None;
-        self.on_result = None;
-        self.execution_type = None;
-        self.chains = None;
-        self.chain = None;
-        self.report = None;
+        self.hooks = None;
     }
 }
 
 impl ExecPath {
     /// Whether `record` is an Execution (a one-shot `perform`), which `run_one_shot` runs.
     pub(super) fn is_one_shot(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> bool {
-        field(py, &self.execution_type).is_ok_and(|kind| record.get_type().is(kind))
+        self.hooks()
+            .map(|h| h.execution_type.bind(py))
+            .is_ok_and(|kind| record.get_type().is(kind))
     }
 
     /// A one-shot taken by the executor loop: its job through `run` with the chain of its
@@ -229,9 +239,9 @@ impl ExecPath {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let job = execution.getattr(intern!(py, "job"))?;
         let name = job.getattr(intern!(py, "handler"))?;
-        let chain = match field(py, &self.chains)?.get_item(&name)? {
+        let chain = match self.hooks().map(|h| h.chains.bind(py))?.get_item(&name)? {
             Some(chain) => chain,
-            None => field(py, &self.chain)?.call1((&name,))?,
+            None => self.hooks().map(|h| h.chain.bind(py))?.call1((&name,))?,
         };
         let handler = chain.get_item(0)?;
         let ctx = self.run(py, job, &handler, Some(due), Some(execution.clone()), None)?;
@@ -244,7 +254,10 @@ impl ExecPath {
     /// Report a fault of workhorse itself (not of a handler, which the chain contains) through
     /// the worker's logger; to sys.unraisablehook if even that fails.
     pub(super) fn report(&self, py: Python<'_>, err: PyErr, what: &Bound<'_, PyAny>) {
-        let reported = field(py, &self.report).and_then(|report| report.call1((err.value(py),)));
+        let reported = self
+            .hooks()
+            .map(|h| h.report.bind(py))
+            .and_then(|report| report.call1((err.value(py),)));
         if reported.is_err() {
             err.write_unraisable(py, Some(what));
         }
@@ -252,7 +265,7 @@ impl ExecPath {
 
     /// INTERNAL_ERROR, for a one-shot whose plumbing failed.
     pub(super) fn internal_error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        field(py, &self.internal_error).cloned()
+        self.hooks().map(|h| h.internal_error.bind(py)).cloned()
     }
 
     /// An interval tick taken by the executor loop: its record's job and handler through `run`;
