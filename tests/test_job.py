@@ -305,3 +305,46 @@ def test_run_safely_returns_none_and_leaves_status_alone_on_success():
 def test_run_safely_without_a_job_only_returns_the_exception():
     exc = wh.run_safely(lambda: 1 / 0)
     assert isinstance(exc, ZeroDivisionError)
+
+
+def test_an_execution_that_sets_no_value_allocates_no_dict():
+    seen: list[wh.Context] = []
+    worker = wh.Worker(concurrency=1)
+    worker.register("plain", lambda job: seen.append(job.ctx))
+    with worker:
+        worker.perform(wh.Job("plain")).wait(5)
+    (ctx,) = seen
+    assert type(ctx) is wh.Context and ctx._values is None and ctx.values() == {}
+    assert ctx.status is wh.Status.SUCCESS
+
+
+def test_context_fields_refuse_values_of_the_wrong_type():
+    ctx = wh.Context()
+    with pytest.raises(TypeError):
+        ctx.deadline = "soon"  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        ctx._values = ["a"]  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="ctx.status must be an int"):
+        ctx.status = "ok"  # type: ignore[assignment]
+    assert ctx.status is wh.Status.UNKNOWN and ctx.deadline is None
+
+
+def test_wait_cancelled_wakes_every_waiter_of_one_context_and_only_it():
+    ctx, other = wh.Context(), wh.Context()
+    results: list[tuple[str, bool]] = []
+
+    def wait(name: str, c: wh.Context) -> None:
+        results.append((name, c.wait_cancelled(0.5 if name == "other" else 5.0)))
+
+    threads = [
+        threading.Thread(target=wait, args=(name, c))
+        for name, c in (("a", ctx), ("b", ctx), ("other", other))
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    ctx.cancel()
+    for t in threads:
+        t.join(6)
+    assert sorted(results) == [("a", True), ("b", True), ("other", False)]
+    assert not other.cancelled

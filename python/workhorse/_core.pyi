@@ -5,8 +5,12 @@ from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
 
+from workhorse.job import Session, Trace
+from workhorse.status import Status
+
 __all__ = [
     "Channel",
+    "Context",
     "Dispatcher",
     "ExecPath",
     "OnRamp",
@@ -121,6 +125,54 @@ class Channel:
     def capacity(self) -> int: ...
     def __len__(self) -> int: ...
 
+@disjoint_base
+class Context:
+    """Per-execution state: key/values, the status, the error raised, deadline and cancellation
+    (rust/src/context.rs). Values are stored lazily: an execution that sets none has no dict.
+
+    An execution's context leaves the cyclic GC when it ends holding nothing that can close a
+    cycle (rust/src/gc.rs); setting a value that can keeps it tracked."""
+
+    def __new__(
+        cls,
+        session: Session | None = None,
+        deadline: float | None = None,
+        values: dict[str, Any] | None = None,
+        scheduled_at: float | None = None,
+    ) -> Self: ...
+    @property
+    def status(self) -> Status:
+        """The execution's Status; assigning an int that is not a member stores its class, and
+        anything that is not an int raises TypeError (the handler's error, not the worker's)."""
+    @status.setter
+    def status(self, value: int) -> None: ...
+    error: BaseException | None
+    deadline: float | None
+    scheduled_at: float | None
+    """time.monotonic() at which the core made this execution due (an interval's ideal tick)."""
+    session: Session
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
+    def values(self) -> dict[str, Any]:
+        """A copy of every key/value set on this context."""
+    def set_status(self, status: int) -> None: ...
+    @property
+    def cancelled(self) -> bool:
+        """True once the worker stopped or the deadline passed: a handler should wrap up."""
+    def cancel(self) -> None:
+        """Mark the execution cancelled and wake handlers blocked in wait_cancelled()."""
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block until cancelled or past the deadline, at most timeout s; True if cancelled."""
+    # The worker's and the adapters' view: stored as is, without coercion.
+    _status: Status
+    _values: dict[str, Any] | None
+    _cancelled: bool
+    _executing: bool
+    @property
+    def _started(self) -> float: ...
+    _trace: Trace | None
+    _result: object
+
 @final
 class Dispatcher:
     """Per-worker dispatcher: sources make keys due, permits admit them to ready lanes."""
@@ -200,7 +252,6 @@ class ExecPath:
 
     def __new__(
         cls,
-        context: type,
         running: dict[int, Any],
         live: set[Any],
         session: Any,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy as _copy
-import gc
 import itertools
 import os
 import sys
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 
 from workhorse import _checks, _core
 from workhorse.errors import ArgError
-from workhorse.status import Status, as_status
+from workhorse.status import Status
 
 __all__ = ["Context", "Job", "Session", "Trace"]
 
@@ -26,14 +25,9 @@ _MISSING: Any = object()
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
 
-# One condition for every Context.wait_cancelled(): cancelling is rare, a lock per context is not.
-_cancel_cond = threading.Condition()
-
-
 def _after_fork_in_child() -> None:
-    global _id_prefix, _cancel_cond
+    global _id_prefix
     _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
-    _cancel_cond = threading.Condition()  # another thread may have held it at the fork
 
 
 if sys.platform != "win32":  # no fork on Windows
@@ -67,116 +61,12 @@ _DEFAULT_SESSION = Session()
 # (rust/src/gc.rs): Status members and Sessions never count as such.
 _core.gc_exempt([Status, Session])
 _settle = _core.settle
-_is_tracked = gc.is_tracked
 
 
-class Context:
-    """Per-execution state: key/values, the status, the error raised, deadline and cancellation.
-
-    An execution's context leaves the cyclic GC when it ends holding nothing that can close a
-    cycle (rust/src/gc.rs); setting a value that can keeps it tracked."""
-
-    __slots__ = (
-        "_values",
-        "_status",
-        "error",
-        "deadline",
-        "scheduled_at",
-        "_cancelled",
-        "_waiters",
-        "_executing",
-        "_started",
-        "_trace",
-        "_result",
-        "session",
-    )
-
-    def __init__(
-        self,
-        session: Session | None = None,
-        deadline: float | None = None,
-        values: dict[str, Any] | None = None,
-        scheduled_at: float | None = None,
-    ) -> None:
-        self._values = values
-        # time.monotonic() at which the core made this execution due (an interval's ideal tick).
-        self.scheduled_at = scheduled_at
-        self._status = Status.UNKNOWN
-        self.error: BaseException | None = None
-        self.deadline = deadline
-        self._cancelled = False
-        self._waiters = 0
-        self._executing = False  # set by the worker: this context belongs to an execution
-        # time.perf_counter() when the context was made (for an execution: when it started);
-        # step timings count from here.
-        self._started = time.perf_counter()
-        self._trace: Trace | None = None
-        self._result: object = None  # a wh.Result a queued job's handler returned
-        self.session = session if session is not None else _DEFAULT_SESSION
-
-    @property
-    def status(self) -> Status:
-        """The execution's Status; assigning an int that is not a member stores its class, and
-        anything that is not an int raises TypeError (the handler's error, not the worker's)."""
-        return self._status
-
-    @status.setter
-    def status(self, value: int) -> None:
-        self._status = value if type(value) is Status else as_status(value)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        values = self._values
-        return default if values is None else values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        if self._values is None:
-            self._values = {}
-        self._values[key] = value
-        if _is_tracked(value):
-            _settle(self)  # a value that can close a cycle: the collector must see this context
-
-    def values(self) -> dict[str, Any]:
-        """A copy of every key/value set on this context."""
-        return dict(self._values or {})
-
-    def set_status(self, status: int) -> None:
-        self._status = Status(status)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the worker stopped or the deadline passed: a handler should wrap up."""
-        if self._cancelled:
-            return True
-        deadline = self.deadline
-        return deadline is not None and time.monotonic() >= deadline
-
-    def cancel(self) -> None:
-        """Mark the execution cancelled and wake handlers blocked in wait_cancelled()."""
-        self._cancelled = True
-        if self._waiters:
-            with _cancel_cond:
-                _cancel_cond.notify_all()
-
-    def wait_cancelled(self, timeout: float | None = None) -> bool:
-        """Block until cancelled or past the deadline, at most timeout s; True if cancelled."""
-        timeout = _checks.timeout(timeout)
-        end = None if timeout is None else time.monotonic() + timeout
-        if self.deadline is not None and (end is None or self.deadline < end):
-            end = self.deadline
-        with _cancel_cond:
-            self._waiters += 1
-            try:
-                while not self._cancelled:
-                    remaining = None if end is None else end - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    _cancel_cond.wait(remaining)
-            finally:
-                self._waiters -= 1
-        return self.cancelled
-
-    def __repr__(self) -> str:
-        return f"Context(status={self.status!r}, cancelled={self.cancelled})"
+# Per-execution state: key/values, the status, the error raised, deadline and cancellation. A
+# Rust object (rust/src/context.rs) so that the core's run path makes and reads one per execution
+# without running Python; its API is documented in _core.pyi.
+Context = _core.Context
 
 
 class Trace:

@@ -181,7 +181,6 @@ class Worker:
         self._live: set[Context] = set()
         # One sync execution's plumbing, done in the core (rust/src/dispatch/run.rs).
         self._path = _core.ExecPath(
-            Context,
             _running_jobs,
             self._live,
             self.session,

@@ -45,6 +45,12 @@ unsafe extern "C" fn visit(obj: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
     1
 }
 
+/// `gc.is_tracked(obj)`: whether the collector sees it (false for atoms).
+pub(crate) fn is_tracked(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a live object, and we hold the GIL.
+    unsafe { ffi::PyObject_GC_IsTracked(obj.as_ptr()) != 0 }
+}
+
 /// Untrack each object when nothing it refers to is tracked, track it again otherwise (in the
 /// order given: settle what an object refers to before the object). None is skipped; objects of
 /// types without GC support are left alone.

@@ -4,6 +4,7 @@
 //! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime.
 
 mod channel;
+mod context;
 mod dispatch;
 mod errors;
 mod failpoints;
@@ -34,6 +35,7 @@ fn shutdown(py: Python<'_>) {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<channel::Channel>()?;
+    m.add_class::<context::Context>()?;
     m.add_class::<dispatch::Dispatcher>()?;
     m.add_class::<dispatch::ExecPath>()?;
     m.add_class::<onramp::OnRamp>()?;

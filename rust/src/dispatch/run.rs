@@ -7,6 +7,7 @@
 //! The executor loop (executor.rs) runs an interval's ticks through here without entering
 //! Python for anything but the handler chain: about 0.5 us a tick less than the Python path.
 
+use crate::context::Context;
 use crate::runtime::{now_ns, ns_to_secs};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
@@ -21,7 +22,6 @@ pub(crate) struct ExecPath {
 
 /// The Python objects one worker's executions need.
 struct Hooks {
-    context: Py<PyAny>,
     /// Contexts of running executions by `id(job)`: the claim (shared by every worker).
     running: Py<PyDict>,
     live: Py<PySet>,
@@ -57,7 +57,6 @@ impl ExecPath {
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        context: Py<PyAny>,
         running: Py<PyDict>,
         live: Py<PySet>,
         session: Py<PyAny>,
@@ -70,7 +69,6 @@ impl ExecPath {
         let (unknown, success, internal_error) = statuses;
         let (execution_type, chains, chain) = one_shots;
         let hooks = Hooks {
-            context,
             running,
             live,
             session,
@@ -102,19 +100,22 @@ impl ExecPath {
         } else {
             Some(ns_to_secs(now_ns()) + timeout.extract::<f64>()?)
         };
-        let ctx = self.hooks().map(|h| h.context.bind(py))?.call1((
-            self.hooks().map(|h| h.session.bind(py))?,
-            deadline,
-            py.None(),
-            due,
-        ))?;
-        let running = self.hooks().map(|h| h.running.bind(py))?;
-        let job = if claim(running, &job, &ctx)?.is(&ctx) {
+        let hooks = self.hooks()?;
+        let ctx = Context::fresh(py, hooks.session.clone_ref(py), deadline, due)?;
+        let ctx = Bound::new(py, ctx)?;
+        let running = hooks.running.bind(py);
+        let job = if claim(running, &job, ctx.as_any())?.is(&ctx) {
             let prev = job.getattr(intern!(py, "_ctx"))?;
-            if !prev.is_none() && !prev.getattr(intern!(py, "_executing"))?.is_truthy()? {
-                // Values set on job.ctx before performing seed every execution of this job;
-                // values a handler sets stay with its own execution.
-                job.setattr(intern!(py, "_seed"), prev.getattr(intern!(py, "_values"))?)?;
+            if let Ok(prev) = prev.cast::<Context>() {
+                let seed = {
+                    let prev = prev.borrow();
+                    // Values set on job.ctx before performing seed every execution of this job;
+                    // values a handler sets stay with its own execution.
+                    (!prev.executing()).then(|| prev.values_ref().map(|v| v.clone_ref(py)))
+                };
+                if let Some(seed) = seed {
+                    job.setattr(intern!(py, "_seed"), seed)?;
+                }
             }
             job
         } else {
@@ -123,10 +124,16 @@ impl ExecPath {
             fork
         };
         let seed = job.getattr(intern!(py, "_seed"))?;
-        if seed.is_truthy()? {
-            ctx.setattr(intern!(py, "_values"), seed.cast::<PyDict>()?.copy()?)?;
+        let values = if seed.is_truthy()? {
+            Some(seed.cast::<PyDict>()?.copy()?.unbind())
+        } else {
+            None
+        };
+        {
+            let mut fresh = ctx.borrow_mut();
+            fresh.set_values(values);
+            fresh.mark_executing();
         }
-        ctx.setattr(intern!(py, "_executing"), true)?;
         job.setattr(intern!(py, "_ctx"), &ctx)?;
         if let Some(execution) = execution {
             execution.setattr(intern!(py, "job"), &job)?;
@@ -147,9 +154,9 @@ impl ExecPath {
         due: Option<f64>,
         execution: Option<Bound<'py, PyAny>>,
         live: Option<Bound<'py, PySet>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Bound<'py, Context>> {
         let job = self.begin(py, job, due, execution)?;
-        let ctx = job.getattr(intern!(py, "_ctx"))?;
+        let ctx = job.getattr(intern!(py, "_ctx"))?.cast_into::<Context>()?;
         let live = match live {
             Some(live) => live,
             None => self.hooks().map(|h| h.live.bind(py))?.clone(),
@@ -178,18 +185,20 @@ impl ExecPath {
             .map(|h| h.running.bind(py))?
             .del_item(id_of(&job))?;
         // What the handler and adapters left on them decides whether the collector sees them.
-        crate::gc::settle_one(&ctx);
+        crate::gc::settle_one(ctx.as_any());
         crate::gc::settle_one(&job);
         recorded?;
-        let status = ctx.getattr(intern!(py, "_status"))?;
-        if status.is(self.hooks().map(|h| h.unknown.bind(py))?) {
-            let last = if ctx.getattr(intern!(py, "error"))?.is_none() {
-                self.hooks().map(|h| h.success.bind(py))?
+        let hooks = self.hooks()?;
+        let mut done = ctx.borrow_mut();
+        if done.status_ref().is(&hooks.unknown) {
+            let last = if done.has_error() {
+                &hooks.internal_error
             } else {
-                self.hooks().map(|h| h.internal_error.bind(py))?
+                &hooks.success
             };
-            ctx.setattr(intern!(py, "_status"), last)?;
+            done.set_status_raw(last.clone_ref(py));
         }
+        drop(done);
         Ok(ctx)
     }
 
@@ -198,7 +207,6 @@ impl ExecPath {
             return Ok(());
         };
         for value in [
-            &h.context,
             &h.session,
             &h.unknown,
             &h.success,
@@ -245,9 +253,10 @@ impl ExecPath {
         };
         let handler = chain.get_item(0)?;
         let ctx = self.run(py, job, &handler, Some(due), Some(execution.clone()), None)?;
+        let ctx = ctx.borrow();
         Ok((
-            ctx.getattr(intern!(py, "_status"))?,
-            ctx.getattr(intern!(py, "error"))?,
+            ctx.status_ref().clone_ref(py).into_bound(py),
+            ctx.error_or_none(py).into_bound(py),
         ))
     }
 
@@ -275,7 +284,8 @@ impl ExecPath {
             let job = record.getattr(intern!(py, "job"))?;
             let handler = record.getattr(intern!(py, "handler"))?;
             let ctx = self.run(py, job, &handler, Some(due), None, None)?;
-            ctx.getattr(intern!(py, "_status"))?.extract::<i32>()
+            let status = ctx.borrow().status_ref().clone_ref(py);
+            status.bind(py).extract::<i32>()
         })();
         result.unwrap_or_else(|err| {
             self.report(py, err, record);
