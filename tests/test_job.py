@@ -348,3 +348,46 @@ def test_wait_cancelled_wakes_every_waiter_of_one_context_and_only_it():
         t.join(6)
     assert sorted(results) == [("a", True), ("b", True), ("other", False)]
     assert not other.cancelled
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: wh.Job(""), TypeError, "handler must be a non-empty str, got ''"),
+        (lambda: wh.Job(3), TypeError, "handler must be a non-empty str, got 3"),
+        (lambda: wh.Job("h", [1]), TypeError, "args must be a dict or None, got list"),
+        (lambda: wh.Job("h", queue=""), TypeError, "queue must be a non-empty str"),
+        (lambda: wh.Job("h", timeout=0), ValueError, "timeout must be > 0"),
+        (lambda: wh.Job("h", timeout="1"), TypeError, "timeout must be a number"),
+    ],
+)
+def test_job_refuses_bad_input_naming_the_field(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_job_takes_any_mapping_as_args_and_fields_refuse_the_wrong_type():
+    from types import MappingProxyType
+
+    job = wh.Job("h", MappingProxyType({"a": 1}), queue="q", timeout=2)
+    assert job.args == {"a": 1} and type(job.args) is dict
+    assert (job.handler, job.queue, job.timeout) == ("h", "q", 2.0)
+    assert repr(job) == "Job('h', {'a': 1}, queue='q')"
+    with pytest.raises(TypeError):
+        job.args = [("a", 1)]  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        job.ctx = "not a context"  # type: ignore[assignment]
+
+
+def test_a_subclass_of_job_keeps_its_own_fields_and_copies_as_a_plain_job():
+    class Tagged(wh.Job):
+        __slots__ = ("tag",)
+
+    job = Tagged("h", {"n": [1]})
+    job.tag = "t"
+    job.ctx.set("seeded", 1)
+    clone = job.copy()
+    assert type(clone) is wh.Job and clone.args == {"n": [1]}
+    assert clone.args["n"] is not job.args["n"]
+    assert clone.ctx.get("seeded") is None  # a copy starts with a fresh context
+    assert job.tag == "t" and job.ctx.get("seeded") == 1

@@ -1,6 +1,6 @@
 """The compiled core (rust/src): the exact boundary between Python and the tokio engine."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
@@ -11,6 +11,7 @@ from workhorse.status import Status
 __all__ = [
     "Channel",
     "Context",
+    "Job",
     "Dispatcher",
     "ExecPath",
     "OnRamp",
@@ -172,6 +173,58 @@ class Context:
     def _started(self) -> float: ...
     _trace: Trace | None
     _result: object
+
+@disjoint_base
+class Job:
+    """A unit of work: a handler name, its arguments, and a fresh Context on every execution
+    (rust/src/job.rs).
+
+    A job whose args hold only atoms (str, int, float, ...) stays out of the cyclic GC
+    (rust/src/gc.rs); it is looked at again when made, copied, and when each execution ends."""
+
+    handler: str
+    args: dict[str, Any]
+    queue: str
+    timeout: float | None
+    def __new__(
+        cls,
+        handler: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+    ) -> Self: ...
+    def __init__(
+        self,
+        handler: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+    ) -> None: ...
+    @property
+    def ctx(self) -> Context:
+        """The current execution's Context (values set before performing are carried into it)."""
+    @ctx.setter
+    def ctx(self, ctx: Context) -> None: ...
+    @property
+    def id(self) -> str:
+        """Process-unique id of this job object (copies get their own)."""
+    @property
+    def trace(self) -> Trace:
+        """Step timings of the current execution (job.trace.mark("step")), counted from the
+        start of the execution."""
+    def copy(self) -> Job:
+        """A deep copy of the arguments with a fresh Context and a new id."""
+    def _fork(self) -> Job: ...
+    def arg_str(self, key: str) -> str: ...
+    def arg_int(self, key: str) -> int: ...
+    def arg_float(self, key: str) -> float: ...
+    def arg_bool(self, key: str) -> bool: ...
+    # The core's view: the current execution's context, the values seeding every execution.
+    _ctx: Context | None
+    _seed: dict[str, Any] | None
+    _id: str | None
 
 @final
 class Dispatcher:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import copy as _copy
 import itertools
 import os
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from workhorse import _checks, _core
-from workhorse.errors import ArgError
+from workhorse import _core
 from workhorse.status import Status
 
 __all__ = ["Context", "Job", "Session", "Trace"]
 
-_T = TypeVar("_T")
-_MISSING: Any = object()
 
 # Job ids are unique per process without paying for uuid4 on every execution; a forked child
 # draws a new prefix (its pid), so parent and child never make the same id.
@@ -86,109 +82,12 @@ class Trace:
         return elapsed
 
 
-class Job:
-    """A unit of work: a handler name, its arguments, and a fresh Context on every execution.
+# A unit of work: a handler name, its arguments, and a fresh Context on every execution. A Rust
+# object (rust/src/job.rs) so that the core's run path reads and forks it without running Python;
+# its API is documented in _core.pyi. QueueJob (queue/job.py) subclasses it.
+Job = _core.Job
 
-    A job whose args hold only atoms (str, int, float, ...) stays out of the cyclic GC
-    (rust/src/gc.rs); it is looked at again when made, copied, and when each execution ends."""
 
-    __slots__ = ("handler", "args", "queue", "timeout", "_id", "_ctx", "_seed")
-
-    def __init__(
-        self,
-        handler: str,
-        args: Mapping[str, Any] | None = None,
-        *,
-        queue: str = "default",
-        timeout: float | None = None,
-    ) -> None:
-        if not isinstance(handler, str) or not handler:
-            raise TypeError(f"handler must be a non-empty str, got {handler!r}")
-        if args is not None and not isinstance(args, Mapping):
-            raise TypeError(f"args must be a dict or None, got {type(args).__name__}")
-        if not isinstance(queue, str) or not queue:
-            raise TypeError(f"queue must be a non-empty str, got {queue!r}")
-        self.handler = handler
-        self.args: dict[str, Any] = dict(args) if args is not None else {}
-        self.queue = queue
-        self.timeout = _checks.job_timeout(timeout)
-        self._id: str | None = None
-        self._ctx: Context | None = None
-        self._seed: dict[str, Any] | None = None  # ctx values set before the first execution
-        _settle(self)
-
-    @property
-    def ctx(self) -> Context:
-        """The current execution's Context (values set before performing are carried into it)."""
-        ctx = self._ctx
-        if ctx is None:
-            ctx = self._ctx = Context()
-        return ctx
-
-    @ctx.setter
-    def ctx(self, ctx: Context) -> None:
-        self._ctx = ctx
-        _settle(self)
-
-    @property
-    def id(self) -> str:
-        """Process-unique id of this job object (copies get their own)."""
-        if self._id is None:
-            self._id = f"{_id_prefix}-{next(_ids):x}"
-        return self._id
-
-    @property
-    def trace(self) -> Trace:
-        """Step timings of the current execution (job.trace.mark("step")), counted from the
-        start of the execution."""
-        ctx = self.ctx
-        trace = ctx._trace
-        if trace is None:
-            trace = ctx._trace = Trace(ctx._started)
-            _settle(ctx)
-        return trace
-
-    def copy(self) -> Job:
-        """A deep copy of the arguments with a fresh Context and a new id."""
-        new = self._fork()
-        new.args = _copy.deepcopy(self.args)
-        _settle(new)
-        return new
-
-    def _fork(self) -> Job:
-        # Per-execution copy for repeating schedules: shallow args, fresh ctx, no __init__ checks.
-        new = Job.__new__(Job)
-        new.handler = self.handler
-        new.args = dict(self.args)
-        new.queue = self.queue
-        new.timeout = self.timeout
-        new._id = None
-        prev = self._ctx
-        seed = self._seed if prev is None or prev._executing else prev._values
-        new._ctx = None
-        new._seed = dict(seed) if seed else None
-        _settle(new)
-        return new
-
-    def _arg(self, key: str, kinds: type | tuple[type, ...], name: str) -> Any:
-        value = self.args.get(key, _MISSING)
-        if value is _MISSING:
-            raise ArgError(f"argument {key!r} is missing (wanted {name})")
-        if isinstance(value, bool) and name != "bool" or not isinstance(value, kinds):
-            raise ArgError(f"argument {key!r} must be {name}, got {type(value).__name__}")
-        return value
-
-    def arg_str(self, key: str) -> str:
-        return str(self._arg(key, str, "str"))
-
-    def arg_int(self, key: str) -> int:
-        return int(self._arg(key, int, "int"))
-
-    def arg_float(self, key: str) -> float:
-        return float(self._arg(key, (int, float), "float"))
-
-    def arg_bool(self, key: str) -> bool:
-        return bool(self._arg(key, bool, "bool"))
-
-    def __repr__(self) -> str:
-        return f"Job({self.handler!r}, {self.args!r}, queue={self.queue!r})"
+def _new_id() -> str:
+    """Process-unique id of a job object (Job.id): a counter, not uuid4 on every execution."""
+    return f"{_id_prefix}-{next(_ids):x}"

@@ -93,6 +93,16 @@ impl Context {
         })
     }
 
+    /// `Context()`: the default session, no deadline.
+    pub(crate) fn new_default(py: Python<'_>) -> PyResult<Self> {
+        let session = statics(py)?.default_session.clone_ref(py);
+        Context::fresh(py, session, None, None)
+    }
+
+    pub(crate) fn started(&self) -> f64 {
+        self.started
+    }
+
     pub(crate) fn values_ref(&self) -> Option<&Py<PyDict>> {
         self.values.as_ref()
     }

@@ -9,6 +9,7 @@ mod dispatch;
 mod errors;
 mod failpoints;
 mod gc;
+mod job;
 mod onramp;
 mod queue;
 mod runtime;
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<channel::Channel>()?;
     m.add_class::<context::Context>()?;
+    m.add_class::<job::Job>()?;
     m.add_class::<dispatch::Dispatcher>()?;
     m.add_class::<dispatch::ExecPath>()?;
     m.add_class::<onramp::OnRamp>()?;

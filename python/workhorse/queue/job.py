@@ -110,16 +110,12 @@ class QueueJob(Job):
     def _from_claim(cls, claim: tuple[JobTuple, int], store: _core.QueueCore) -> QueueJob:
         (jid, name, args, enqueued_at, run_at, fails, last_error, _died, _reason, meta) = claim[0]
         token = claim[1]
-        job = cls.__new__(cls)
-        job.handler = job.queue = name
+        job = cls(name, queue=name)
         decoded = json.loads(args)
         if not isinstance(decoded, dict):
             raise TypeError(f"arguments must be a JSON object, got {type(decoded).__name__}")
         job.args = decoded
-        job.timeout = None
         job._id = jid
-        job._ctx = None
-        job._seed = None
         job.fails = fails
         job.enqueued_at = enqueued_at
         job.run_at = run_at

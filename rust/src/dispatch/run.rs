@@ -8,6 +8,7 @@
 //! Python for anything but the handler chain: about 0.5 us a tick less than the Python path.
 
 use crate::context::Context;
+use crate::job::Job;
 use crate::runtime::{now_ns, ns_to_secs};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet};
@@ -93,53 +94,8 @@ impl ExecPath {
         job: Bound<'py, PyAny>,
         due: Option<f64>,
         execution: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = job.getattr(intern!(py, "timeout"))?;
-        let deadline = if timeout.is_none() {
-            None
-        } else {
-            Some(ns_to_secs(now_ns()) + timeout.extract::<f64>()?)
-        };
-        let hooks = self.hooks()?;
-        let ctx = Context::fresh(py, hooks.session.clone_ref(py), deadline, due)?;
-        let ctx = Bound::new(py, ctx)?;
-        let running = hooks.running.bind(py);
-        let job = if claim(running, &job, ctx.as_any())?.is(&ctx) {
-            let prev = job.getattr(intern!(py, "_ctx"))?;
-            if let Ok(prev) = prev.cast::<Context>() {
-                let seed = {
-                    let prev = prev.borrow();
-                    // Values set on job.ctx before performing seed every execution of this job;
-                    // values a handler sets stay with its own execution.
-                    (!prev.executing()).then(|| prev.values_ref().map(|v| v.clone_ref(py)))
-                };
-                if let Some(seed) = seed {
-                    job.setattr(intern!(py, "_seed"), seed)?;
-                }
-            }
-            job
-        } else {
-            let fork = job.call_method0(intern!(py, "_fork"))?;
-            running.set_item(id_of(&fork), &ctx)?;
-            fork
-        };
-        let seed = job.getattr(intern!(py, "_seed"))?;
-        let values = if seed.is_truthy()? {
-            Some(seed.cast::<PyDict>()?.copy()?.unbind())
-        } else {
-            None
-        };
-        {
-            let mut fresh = ctx.borrow_mut();
-            fresh.set_values(values);
-            fresh.mark_executing();
-        }
-        job.setattr(intern!(py, "_ctx"), &ctx)?;
-        if let Some(execution) = execution {
-            execution.setattr(intern!(py, "job"), &job)?;
-            execution.setattr(intern!(py, "_ctx"), &ctx)?;
-        }
-        Ok(job)
+    ) -> PyResult<Bound<'py, Job>> {
+        Ok(self.start(py, job, due, execution)?.0)
     }
 
     /// Run one sync execution: begin, the handler chain, the end; returns its Context with
@@ -155,8 +111,7 @@ impl ExecPath {
         execution: Option<Bound<'py, PyAny>>,
         live: Option<Bound<'py, PySet>>,
     ) -> PyResult<Bound<'py, Context>> {
-        let job = self.begin(py, job, due, execution)?;
-        let ctx = job.getattr(intern!(py, "_ctx"))?.cast_into::<Context>()?;
+        let (job, ctx) = self.start(py, job, due, execution)?;
         let live = match live {
             Some(live) => live,
             None => self.hooks().map(|h| h.live.bind(py))?.clone(),
@@ -226,6 +181,64 @@ impl ExecPath {
 
     fn __clear__(&mut self) {
         self.hooks = None;
+    }
+}
+
+impl ExecPath {
+    /// `begin`: the job an execution runs on (the one performed, or a fork of it while another
+    /// execution of it runs) and its fresh context.
+    fn start<'py>(
+        &self,
+        py: Python<'py>,
+        job: Bound<'py, PyAny>,
+        due: Option<f64>,
+        execution: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, Job>, Bound<'py, Context>)> {
+        let job = job.cast_into::<Job>()?;
+        let deadline = job
+            .borrow()
+            .timeout()
+            .map(|timeout| ns_to_secs(now_ns()) + timeout);
+        let hooks = self.hooks()?;
+        let ctx = Context::fresh(py, hooks.session.clone_ref(py), deadline, due)?;
+        let ctx = Bound::new(py, ctx)?;
+        let running = hooks.running.bind(py);
+        let job = if claim(running, job.as_any(), ctx.as_any())?.is(&ctx) {
+            let seed = {
+                let job = job.borrow();
+                job.ctx_ref().and_then(|prev| {
+                    let prev = prev.bind(py).borrow();
+                    // Values set on job.ctx before performing seed every execution of this
+                    // job; values a handler sets stay with its own execution.
+                    (!prev.executing()).then(|| prev.values_ref().map(|v| v.clone_ref(py)))
+                })
+            };
+            if let Some(seed) = seed {
+                let old = job.borrow_mut().set_seed(seed);
+                drop(old);
+            }
+            job
+        } else {
+            let fork = Job::fork(&job)?;
+            running.set_item(id_of(fork.as_any()), &ctx)?;
+            fork
+        };
+        let values = match job.borrow().seed_ref() {
+            Some(seed) if !seed.bind(py).is_empty() => Some(seed.bind(py).copy()?.unbind()),
+            _ => None,
+        };
+        {
+            let mut fresh = ctx.borrow_mut();
+            fresh.set_values(values);
+            fresh.mark_executing();
+        }
+        let old = job.borrow_mut().set_ctx(Some(ctx.clone().unbind()));
+        drop(old); // the previous execution's context, freed with no borrow held
+        if let Some(execution) = execution {
+            execution.setattr(intern!(py, "job"), &job)?;
+            execution.setattr(intern!(py, "_ctx"), &ctx)?;
+        }
+        Ok((job, ctx))
     }
 }
 
