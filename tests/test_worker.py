@@ -645,3 +645,21 @@ def test_a_handler_that_blocks_never_holds_up_the_executions_queued_behind_it(ma
     finally:
         release.set()
     assert blocker.wait(5.0) == wh.Status.SUCCESS
+
+
+def test_handlers_that_block_all_run_at_once_while_quick_work_keeps_a_thread_busy():
+    # Executor threads step down while another takes turns (rust/src/dispatch/executor.rs);
+    # a handler that blocks stops taking turns, so the others are woken for the rest.
+    barrier = threading.Barrier(6)
+    ticks: list[float] = []
+    worker = wh.Worker(concurrency=8)
+    worker.register("meet", lambda job: barrier.wait(10))
+    worker.register("tick", lambda job: ticks.append(time.monotonic()))
+    with worker:
+        for _ in range(20):
+            worker.perform_every(wh.Job("tick"), 0.001)
+        time.sleep(0.05)
+        meetings = [worker.perform(wh.Job("meet")) for _ in range(6)]
+        statuses = [m.wait(15) for m in meetings]
+    assert statuses == [wh.Status.SUCCESS] * 6
+    assert len(ticks) > 100

@@ -1,6 +1,7 @@
 """The compiled core (rust/src): the exact boundary between Python and the tokio engine."""
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
@@ -11,6 +12,7 @@ from workhorse.status import Status
 __all__ = [
     "Channel",
     "Context",
+    "Execution",
     "Job",
     "Dispatcher",
     "ExecPath",
@@ -227,6 +229,39 @@ class Job:
     _id: str | None
 
 @final
+class Execution:
+    """Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`
+    (rust/src/execution.rs)."""
+
+    job: Job
+    """The job this execution runs: the job performed, or its fork when another execution of
+    the same Job object was running when this one started."""
+    schedule: Any
+    error: BaseException | None
+    def __new__(cls, job: Job, schedule: Any = None) -> Self: ...
+    def __init__(self, job: Job, schedule: Any = None) -> None: ...
+    @property
+    def status(self) -> Status:
+        """The final status once done; TIMEOUT once the job's deadline passed; else UNKNOWN."""
+    def done(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> Status:
+        """Block until done (TIMEOUT once the job's deadline passes); never raises its error."""
+    def __await__(self) -> Generator[Any, None, Status]: ...
+    # The worker's view.
+    _ctx: Context | None
+    _status: Status
+    _done: bool
+    @property
+    def _waiters(self) -> int: ...
+    @property
+    def _futures(self) -> list[asyncio.Future[Status]] | None: ...
+    def _awaiters(self) -> list[asyncio.Future[Status]]: ...
+    def _past_deadline(self) -> bool: ...
+    def _finish(self, status: Status, error: BaseException | None) -> None: ...
+    @staticmethod
+    def _wake_waiters() -> None: ...
+
+@final
 class Dispatcher:
     """Per-worker dispatcher: sources make keys due, permits admit them to ready lanes."""
 
@@ -311,7 +346,7 @@ class ExecPath:
         statuses: tuple[Any, Any, Any],
         on_error: Callable[[Any, BaseException], None],
         on_result: Callable[[Any, object], None],
-        one_shots: tuple[type, dict[str, Any], Callable[[str], Any]],
+        one_shots: tuple[dict[str, Any], Callable[[str], Any]],
         report: Callable[[BaseException], None],
     ) -> Self: ...
     def begin(self, job: Any, due: float | None, execution: Any = None) -> Any: ...

@@ -187,7 +187,7 @@ class Worker:
             (_UNKNOWN, _SUCCESS, _INTERNAL_ERROR),
             self._on_error,
             self._on_result,
-            (Execution, self._chains, self._chain),
+            (self._chains, self._chain),
             self._internal_error,
         )
         self._tasks: set[asyncio.Task[None]] = set()

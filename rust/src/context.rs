@@ -99,6 +99,10 @@ impl Context {
         Context::fresh(py, session, None, None)
     }
 
+    pub(crate) fn deadline_secs(&self) -> Option<f64> {
+        self.deadline
+    }
+
     pub(crate) fn started(&self) -> f64 {
         self.started
     }

@@ -7,6 +7,7 @@ mod channel;
 mod context;
 mod dispatch;
 mod errors;
+mod execution;
 mod failpoints;
 mod gc;
 mod job;
@@ -38,6 +39,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<context::Context>()?;
     m.add_class::<job::Job>()?;
+    m.add_class::<execution::Execution>()?;
     m.add_class::<dispatch::Dispatcher>()?;
     m.add_class::<dispatch::ExecPath>()?;
     m.add_class::<onramp::OnRamp>()?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const COALESCE_NS: u64 = 100_000;
 
 /// Most due entries handed to one dispatcher under one hold of its lock.
-const FIRE_CHUNK: usize = 256;
+const FIRE_CHUNK: usize = 16;
 
 struct Item {
     deadline: u64,

@@ -16,11 +16,17 @@
 //!   wait for it (the submitter, a caller collecting results, the asyncio lane) get a turn
 //!   without waiting out the 5 ms switch interval: that is the loop's time slice.
 //! - a woken thread counts in `waking` until it is back with the GIL, so ready work wakes one
-//!   idle thread, not every idle thread while the GIL is busy.
+//!   idle thread, not every idle thread while the GIL is busy;
+//! - a thread that gets the GIL and finds that another one took a turn within the last 100 us
+//!   steps down: it completes its last execution and waits until it is told to wake. Only one
+//!   thread can run Python at a time, and with ten threads all taking turns every time slice
+//!   handed the GIL from one to another (a context switch and a gap with nobody running, 16k a
+//!   second with 10,000 intervals). A thread whose handler blocks stops taking turns, so the
+//!   stall watchdog's wake-up is not stepped down, and the loop stays one thread per handler
+//!   that blocks.
 
 use super::{Inner, Ready, State, SYNC};
 use crate::runtime::ns_to_secs;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::Arc;
@@ -33,16 +39,49 @@ const UNAVAILABLE: i32 = 503;
 /// How long the loop runs executions back to back before it releases the GIL for a moment.
 const YIELD_AFTER: Duration = Duration::from_micros(200);
 
+/// How long a thread that holds the GIL spins for the state lock before it sleeps on it.
+const SPIN_FOR: Duration = Duration::from_micros(50);
+
+/// A thread steps down when another took a turn this recently (see the module docs).
+const STEP_DOWN_NS: u64 = 100_000;
+
+/// Numbers executor threads for `last_turn_by` (0: none yet).
+static THREAD_NUMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// What one turn of the loop found under the lock.
 enum Next {
     Run(Ready),
     /// Nothing ready yet.
     Wait,
+    /// Another thread is taking turns: wait until told to wake.
+    StepDown,
     /// Closed and drained: the thread ends.
     Finished,
 }
 
 impl Inner {
+    /// The state lock for a thread that holds the GIL: spin for it a while before sleeping.
+    /// The timer thread holds it for a chunk of due ticks at a time (some microseconds); a
+    /// thread that sleeps on it with the GIL held stops all Python until the kernel wakes it,
+    /// which on a VM takes longer than the wait itself.
+    fn lock_holding_gil(&self) -> parking_lot::MutexGuard<'_, State> {
+        if let Some(st) = self.state.try_lock() {
+            return st;
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+                if let Some(st) = self.state.try_lock() {
+                    return st;
+                }
+            }
+            if start.elapsed() >= SPIN_FOR {
+                return self.state.lock();
+            }
+        }
+    }
+
     /// Give a ready execution of a repeating entry the entry's record (None once it is gone).
     pub(super) fn fill_record(py: Python<'_>, st: &State, ready: &mut Ready) {
         if ready.record.is_none() && !ready.ended {
@@ -59,12 +98,13 @@ impl Inner {
     fn turn(
         &self,
         py: Python<'_>,
+        me: u64,
         last: Option<(u64, i32)>,
         busy: &mut bool,
         spawn: &mut bool,
         woken: &mut bool,
     ) -> Next {
-        let mut st = self.state.lock();
+        let mut st = self.lock_holding_gil();
         if std::mem::take(woken) {
             st.waking = st.waking.saturating_sub(1); // back, with the GIL
         }
@@ -79,6 +119,16 @@ impl Inner {
             st.running = st.running.saturating_sub(1);
             *busy = false;
         }
+        if st.ready[SYNC].is_empty() {
+            return if Inner::finished(&st) {
+                Next::Finished
+            } else {
+                Next::Wait
+            };
+        }
+        if !Self::take_turn(&mut st, me, crate::runtime::now_ns()) {
+            return Next::StepDown;
+        }
         let Some(mut ready) = st.ready[SYNC].pop_front() else {
             return if Inner::finished(&st) {
                 Next::Finished
@@ -92,6 +142,17 @@ impl Inner {
         *spawn = st.waiting[SYNC] == 0 && st.threads < st.limit;
         Self::fill_record(py, &st, &mut ready);
         Next::Run(ready)
+    }
+
+    /// Whether thread `me` takes this turn (recorded as the last) or steps down because another
+    /// thread took one within `STEP_DOWN_NS`.
+    fn take_turn(st: &mut State, me: u64, now: u64) -> bool {
+        if st.last_turn_by != me && now.saturating_sub(st.last_turn_at) < STEP_DOWN_NS {
+            return false;
+        }
+        st.last_turn_by = me;
+        st.last_turn_at = now;
+        true
     }
 
     /// A one-shot (`perform`) run by the loop itself: its permit is freed before its handle is
@@ -116,14 +177,14 @@ impl Inner {
             };
             let code = status.extract::<i32>().unwrap_or(500);
             {
-                let mut st = self.state.lock();
+                let mut st = self.lock_holding_gil();
                 self.complete(&mut st, 0, code);
                 self.admit(&mut st);
                 if st.in_flight == 0 {
                     self.idle.notify_all();
                 }
             }
-            execution.call_method1(intern!(py, "_finish"), (status, error))?;
+            crate::execution::Execution::finish(execution.cast()?, status, error)?;
             Ok(())
         })();
         if let Err(err) = result {
@@ -133,7 +194,8 @@ impl Inner {
 
     /// Wait with the GIL released until the sync lane has work or nothing more can come;
     /// true when this thread was told to wake (it counts in `waking` until its next turn).
-    fn idle_wait(self: &Arc<Self>, py: Python<'_>) -> bool {
+    /// `stepped_down`: wait for a wake-up even though work is ready (another thread is on it).
+    fn idle_wait(self: &Arc<Self>, py: Python<'_>, stepped_down: bool) -> bool {
         let inner = self.clone();
         py.detach(move || {
             let mut st = inner.state.lock();
@@ -141,6 +203,9 @@ impl Inner {
             // In slices: a missed wake-up costs at most one slice, never a stuck thread.
             let until = Instant::now() + Duration::from_millis(500);
             let mut woken = false;
+            if stepped_down {
+                woken = !inner.lanes[SYNC].wait_until(&mut st, until).timed_out();
+            }
             while st.ready[SYNC].is_empty() && !Inner::finished(&st) {
                 if inner.lanes[SYNC].wait_until(&mut st, until).timed_out() {
                     break;
@@ -168,6 +233,7 @@ impl Inner {
         path: Option<&super::ExecPath>,
     ) {
         self.state.lock().threads += 1;
+        let me = THREAD_NUMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut last = None;
         let mut busy = false;
         let mut woken = false;
@@ -188,10 +254,14 @@ impl Inner {
                 err.write_unraisable(py, Some(checkpoint));
             }
             let mut grow = false;
-            let ready = match self.turn(py, last.take(), &mut busy, &mut grow, &mut woken) {
+            let ready = match self.turn(py, me, last.take(), &mut busy, &mut grow, &mut woken) {
                 Next::Run(ready) => ready,
                 Next::Wait => {
-                    woken = self.idle_wait(py);
+                    woken = self.idle_wait(py, false);
+                    continue;
+                }
+                Next::StepDown => {
+                    woken = self.idle_wait(py, true);
                     continue;
                 }
                 Next::Finished => break,
@@ -213,7 +283,7 @@ impl Inner {
                     last = Some((key, path.run_tick(py, record, due)));
                     continue;
                 }
-                if key == 0 && path.is_one_shot(py, record) {
+                if key == 0 && super::ExecPath::is_one_shot(record) {
                     self.run_one_shot(py, path, record, due);
                     continue;
                 }
@@ -265,4 +335,23 @@ pub(super) fn ready_args<'py>(py: Python<'py>, ready: Ready) -> PyResult<Bound<'
             pyo3::types::PyBool::new(py, ended).to_owned().into_any(),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_steps_down_while_another_takes_turns_and_not_once_it_stops() {
+        let inner = Inner::new(4);
+        let mut st = inner.state.lock();
+        assert!(Inner::take_turn(&mut st, 1, 1_000_000));
+        // Thread 1 keeps its turns; thread 2, given the GIL in between, steps down.
+        assert!(Inner::take_turn(&mut st, 1, 1_003_000));
+        assert!(!Inner::take_turn(&mut st, 2, 1_005_000));
+        // Thread 1 stopped taking turns (its handler blocks): thread 2 takes over, and thread
+        // 1, back from its handler, steps down in turn.
+        assert!(Inner::take_turn(&mut st, 2, 1_003_000 + STEP_DOWN_NS));
+        assert!(!Inner::take_turn(&mut st, 1, 1_004_000 + STEP_DOWN_NS));
+    }
 }

@@ -138,6 +138,10 @@ struct State {
     /// Sync executor threads told to wake and not yet back for work (with the GIL): one is
     /// enough, and telling more while the GIL is busy only makes them all queue for it.
     waking: usize,
+    /// Which executor thread (its number in `run_sync_lane`) took its turn last, and when: a
+    /// thread that finds another one taking turns within `STEP_DOWN_NS` steps down (executor.rs).
+    last_turn_by: u64,
+    last_turn_at: u64,
     watchdog: bool,
     /// Sync executions taken so far, and the count the watchdog saw last: no progress = a stall.
     taken: u64,
@@ -186,6 +190,8 @@ impl Inner {
                 running: 0,
                 threads: 0,
                 waking: 0,
+                last_turn_by: 0,
+                last_turn_at: 0,
                 watchdog: false,
                 taken: 0,
                 watch_taken: 0,

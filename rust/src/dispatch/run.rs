@@ -8,6 +8,7 @@
 //! Python for anything but the handler chain: about 0.5 us a tick less than the Python path.
 
 use crate::context::Context;
+use crate::execution::Execution;
 use crate::job::Job;
 use crate::runtime::{now_ns, ns_to_secs};
 use pyo3::prelude::*;
@@ -35,9 +36,8 @@ struct Hooks {
     /// `on_result(job, result)`: a chain that returned something (an awaitable from a plain
     /// adapter around an async handler is run on the loop, and may raise).
     on_result: Py<PyAny>,
-    /// The Execution class, the worker's chains by handler name ((handler, is_async)) and its
-    /// `_chain(name)` that builds a missing one: how the loop runs a one-shot by itself.
-    execution_type: Py<PyAny>,
+    /// The worker's chains by handler name ((handler, is_async)) and its `_chain(name)` that
+    /// builds a missing one: how the loop runs a one-shot by itself.
     chains: Py<PyDict>,
     chain: Py<PyAny>,
     /// `report(exc)`: a fault of workhorse itself around an execution, for the worker's logger.
@@ -64,11 +64,11 @@ impl ExecPath {
         statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
         on_error: Py<PyAny>,
         on_result: Py<PyAny>,
-        one_shots: (Py<PyAny>, Py<PyDict>, Py<PyAny>),
+        one_shots: (Py<PyDict>, Py<PyAny>),
         report: Py<PyAny>,
     ) -> Self {
         let (unknown, success, internal_error) = statuses;
-        let (execution_type, chains, chain) = one_shots;
+        let (chains, chain) = one_shots;
         let hooks = Hooks {
             running,
             live,
@@ -78,7 +78,6 @@ impl ExecPath {
             internal_error,
             on_error,
             on_result,
-            execution_type,
             chains,
             chain,
             report,
@@ -168,7 +167,6 @@ impl ExecPath {
             &h.internal_error,
             &h.on_error,
             &h.on_result,
-            &h.execution_type,
             &h.chain,
             &h.report,
         ] {
@@ -235,8 +233,7 @@ impl ExecPath {
         let old = job.borrow_mut().set_ctx(Some(ctx.clone().unbind()));
         drop(old); // the previous execution's context, freed with no borrow held
         if let Some(execution) = execution {
-            execution.setattr(intern!(py, "job"), &job)?;
-            execution.setattr(intern!(py, "_ctx"), &ctx)?;
+            Execution::started(execution.cast::<Execution>()?, job.as_any(), &ctx);
         }
         Ok((job, ctx))
     }
@@ -244,10 +241,8 @@ impl ExecPath {
 
 impl ExecPath {
     /// Whether `record` is an Execution (a one-shot `perform`), which `run_one_shot` runs.
-    pub(super) fn is_one_shot(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> bool {
-        self.hooks()
-            .map(|h| h.execution_type.bind(py))
-            .is_ok_and(|kind| record.get_type().is(kind))
+    pub(super) fn is_one_shot(record: &Bound<'_, PyAny>) -> bool {
+        record.is_exact_instance_of::<Execution>()
     }
 
     /// A one-shot taken by the executor loop: its job through `run` with the chain of its
