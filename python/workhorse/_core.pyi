@@ -1,7 +1,7 @@
 """The compiled core (rust/src): the exact boundary between Python and the tokio engine."""
 
 import asyncio
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
@@ -25,6 +25,7 @@ __all__ = [
     "shutdown",
     "pending_timers",
     "settle",
+    "finish_unstarted",
     "gc_exempt",
     "core_panics",
     "CoreError",
@@ -102,6 +103,10 @@ def shutdown() -> None:
 
 def core_panics() -> int:
     """Panics (bugs) of the core's background threads and tasks, reported on stderr."""
+
+def finish_unstarted(records: Iterable[object], status: Status, error: BaseException) -> bool:
+    """Resolve executions that never started (a stop) and end their schedules; cancel other
+    records (Executor calls). True when a schedule's waiters are to be told."""
 
 def settle(*objs: object) -> None:
     """Untrack each object from the cyclic GC when nothing it refers to is tracked (Status

@@ -78,30 +78,9 @@ def _tell_awaiters(futures: list[asyncio.Future[Status]], status: Status) -> Non
 def finish_unstarted(records: Iterable[object], error: BaseException) -> None:
     """Resolve executions that never started (a stop) as UNAVAILABLE with `error`, and end their
     schedules: what `_finish` does for one, with one wake-up of the waiters for all of them.
-    Records that are not Executions (Executor calls: Futures) are cancelled instead."""
-    status = Status.UNAVAILABLE
-    notify = wake = False
-    for ex in records:
-        if type(ex) is not Execution:
-            ex.cancel()  # type: ignore[attr-defined]
-            continue
-        ex._status = status
-        ex.error = error
-        ex._done = True
-        if ex._waiters:
-            wake = True
-        futures = ex._futures
-        if futures:
-            _tell_awaiters(futures, status)
-        schedule = ex.schedule
-        if schedule is not None:
-            ex.schedule = None
-            schedule._ended = True
-            if schedule._waiters:
-                notify = True
-    if wake:
-        Execution._wake_waiters()
-    if notify:
+    Records that are not Executions (Executor calls: Futures) are cancelled instead. The core
+    does it (rust/src/execution.rs): a stop may find a million of them."""
+    if _core.finish_unstarted(records, Status.UNAVAILABLE, error):
         with _done_cond:
             _done_cond.notify_all()
 

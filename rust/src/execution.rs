@@ -92,6 +92,46 @@ impl Execution {
         drop((old_job, old_ctx)); // freed with no borrow held
     }
 
+    /// Set its outcome; returns whether threads wait on it, its awaiters' futures and its
+    /// schedule (taken: the schedule keeps its execution, the way back would be a cycle).
+    fn resolve(
+        slf: &Bound<'_, Self>,
+        status: &Bound<'_, PyAny>,
+        error: &Bound<'_, PyAny>,
+    ) -> (bool, Option<Py<PyList>>, Option<Py<PyAny>>) {
+        let py = slf.py();
+        let mut execution = slf.borrow_mut();
+        let old = (
+            std::mem::replace(&mut execution.status, status.clone().unbind()),
+            std::mem::replace(
+                &mut execution.error,
+                (!error.is_none()).then(|| error.clone().unbind()),
+            ),
+        );
+        execution.done = true;
+        let outcome = (
+            execution.waiters > 0,
+            execution.futures.as_ref().map(|f| f.clone_ref(py)),
+            execution.schedule.take(),
+        );
+        drop(execution);
+        drop(old); // freed with no borrow held
+        outcome
+    }
+
+    /// Tell its awaiters (each future resolved on its own loop).
+    fn tell(py: Python<'_>, futures: Option<Py<PyList>>, status: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(futures) = futures {
+            if !futures.bind(py).is_empty() {
+                statics(py)?
+                    .tell_awaiters
+                    .bind(py)
+                    .call1((futures, status))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Resolve it: status and error, its waiters and awaiters told, its schedule ended.
     pub(crate) fn finish(
         slf: &Bound<'_, Self>,
@@ -99,36 +139,11 @@ impl Execution {
         error: Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let (waiters, futures, schedule, old) = {
-            let mut execution = slf.borrow_mut();
-            let old = (
-                std::mem::replace(&mut execution.status, status.clone().unbind()),
-                std::mem::replace(
-                    &mut execution.error,
-                    (!error.is_none()).then(|| error.unbind()),
-                ),
-            );
-            execution.done = true;
-            (
-                execution.waiters,
-                execution.futures.as_ref().map(|f| f.clone_ref(py)),
-                // The schedule keeps its execution; dropping the way back leaves no cycle.
-                execution.schedule.take(),
-                old,
-            )
-        };
-        drop(old);
-        if waiters > 0 {
+        let (waiters, futures, schedule) = Self::resolve(slf, &status, &error);
+        if waiters {
             py.detach(wake_waiters);
         }
-        if let Some(futures) = futures {
-            if !futures.bind(py).is_empty() {
-                statics(py)?
-                    .tell_awaiters
-                    .bind(py)
-                    .call1((futures, &status))?;
-            }
-        }
+        Self::tell(py, futures, &status)?;
         if let Some(schedule) = schedule {
             schedule.bind(py).call_method0(intern!(py, "_end"))?;
         }
@@ -136,6 +151,39 @@ impl Execution {
         crate::gc::settle_one(slf.as_any());
         Ok(())
     }
+}
+
+/// Resolve executions that never started (a stop) with `status` and `error` and end their
+/// schedules: what `_finish` does for one, with one wake-up of the waiters for all of them.
+/// Records that are not Executions (Executor calls: Futures) are cancelled instead. Returns
+/// whether a schedule's waiters are to be told (python/workhorse/execution.py does).
+#[pyfunction]
+pub(crate) fn finish_unstarted(
+    records: &Bound<'_, PyAny>,
+    status: Bound<'_, PyAny>,
+    error: Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = records.py();
+    let (mut wake, mut notify) = (false, false);
+    for record in records.try_iter()? {
+        let record = record?;
+        let Ok(execution) = record.cast_exact::<Execution>() else {
+            record.call_method0(intern!(py, "cancel"))?;
+            continue;
+        };
+        let (waiters, futures, schedule) = Execution::resolve(execution, &status, &error);
+        wake |= waiters;
+        Execution::tell(py, futures, &status)?;
+        if let Some(schedule) = schedule {
+            let schedule = schedule.bind(py);
+            schedule.setattr(intern!(py, "_ended"), true)?;
+            notify |= schedule.getattr(intern!(py, "_waiters"))?.is_truthy()?;
+        }
+    }
+    if wake {
+        py.detach(wake_waiters);
+    }
+    Ok(notify)
 }
 
 #[pymethods]

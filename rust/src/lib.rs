@@ -48,6 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(queue::py::cron_next, m)?)?;
     m.add_function(wrap_pyfunction!(queue::py::new_job_id, m)?)?;
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_function(wrap_pyfunction!(execution::finish_unstarted, m)?)?;
     m.add_function(wrap_pyfunction!(gc::settle, m)?)?;
     m.add_function(wrap_pyfunction!(gc::gc_exempt, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
