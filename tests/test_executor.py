@@ -456,3 +456,16 @@ def test_asyncio_can_await_an_executor_future(make_executor, run_async):
         return await asyncio.wrap_future(executor.submit(lambda: 41 + 1))
 
     assert run_async(main()) == 42
+
+
+def test_a_call_queued_behind_a_blocked_one_runs_on_a_second_thread_every_time(make_executor):
+    # The second thread may step down (another took a turn just before): the stall watchdog
+    # must still wake it while the first one's call blocks (rust/src/dispatch/executor.rs).
+    for _ in range(20):
+        executor = make_executor(2)
+        release = threading.Event()
+        slow = executor.submit(release.wait, 5)
+        quick = executor.submit(lambda: "quick")
+        assert quick.result(timeout=0.3) == "quick"
+        release.set()
+        assert slow.result(5) is True

@@ -13,6 +13,7 @@ __all__ = [
     "Channel",
     "Context",
     "Execution",
+    "Schedule",
     "Job",
     "Dispatcher",
     "ExecPath",
@@ -104,9 +105,9 @@ def shutdown() -> None:
 def core_panics() -> int:
     """Panics (bugs) of the core's background threads and tasks, reported on stderr."""
 
-def finish_unstarted(records: Iterable[object], status: Status, error: BaseException) -> bool:
+def finish_unstarted(records: Iterable[object], status: Status, error: BaseException) -> None:
     """Resolve executions that never started (a stop) and end their schedules; cancel other
-    records (Executor calls). True when a schedule's waiters are to be told."""
+    records (Executor calls)."""
 
 def settle(*objs: object) -> None:
     """Untrack each object from the cyclic GC when nothing it refers to is tracked (Status
@@ -241,10 +242,10 @@ class Execution:
     job: Job
     """The job this execution runs: the job performed, or its fork when another execution of
     the same Job object was running when this one started."""
-    schedule: Any
+    schedule: Schedule | None
     error: BaseException | None
-    def __new__(cls, job: Job, schedule: Any = None) -> Self: ...
-    def __init__(self, job: Job, schedule: Any = None) -> None: ...
+    def __new__(cls, job: Job, schedule: Schedule | None = None) -> Self: ...
+    def __init__(self, job: Job, schedule: Schedule | None = None) -> None: ...
     @property
     def status(self) -> Status:
         """The final status once done; TIMEOUT once the job's deadline passed; else UNKNOWN."""
@@ -265,6 +266,34 @@ class Execution:
     def _finish(self, status: Status, error: BaseException | None) -> None: ...
     @staticmethod
     def _wake_waiters() -> None: ...
+
+@final
+class Schedule:
+    """Handle of a timer, interval or receive schedule: `cancel()`, `done()`, `wait()`
+    (rust/src/execution.rs)."""
+
+    def __new__(cls, worker: Any, key: int, kind: str) -> Self: ...
+    @property
+    def key(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    execution: Execution | None
+    """A one-shot schedule's (`perform_at`, `perform_in`) execution."""
+    def cancel(self) -> bool:
+        """Stop the schedule; runs already started finish. False if it had already ended."""
+    @property
+    def cancelled(self) -> bool: ...
+    def done(self) -> bool:
+        """True once the schedule produces nothing more and its last run finished."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done() (a receive source closed, a timer ran); False on timeout."""
+    def _end(self) -> None: ...
+    @property
+    def _worker(self) -> Any: ...
+    _ended: bool
+    _stop: bool
+    @property
+    def _waiters(self) -> int: ...
 
 @final
 class Dispatcher:

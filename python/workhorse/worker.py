@@ -191,6 +191,7 @@ class Worker:
             self._internal_error,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pull_pending = False  # a _pull_async is scheduled on the loop
         self._pumps: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -940,6 +941,9 @@ class Worker:
                 self._core.done(key, status)
                 if execution is not None:
                     execution._finish(status, None if ctx is None else ctx.error)
+                if not self._pull_pending:
+                    self._pull_pending = True
+                    asyncio.get_running_loop().call_soon(self._pull_async)
 
     def _sync_loop(self) -> None:
         # The core's executor loop (rust/src/dispatch/executor.rs) runs on this thread until the
@@ -1126,6 +1130,15 @@ class Worker:
                 )
                 for key, rec, _item, _due, ended in batch:
                     self._drop(key, rec, ended, WorkerStopped("the worker's event loop is closed"))
+
+    def _pull_async(self) -> None:
+        # On the loop, after executions completed: start what their freed permits made ready
+        # without the feeder thread's round trip (a wake-up of it, the GIL, a wake-up of the
+        # loop) for every few executions; the feeder still serves a loop that is idle.
+        self._pull_pending = False
+        batch = self._core.take(True, _ASYNC_BATCH, 0.0)
+        if batch:
+            self._start_async_batch(batch)
 
     def _drop(self, key: int, rec: Any, ended: bool, error: BaseException) -> None:
         """An execution taken that cannot run: it completes as unavailable."""

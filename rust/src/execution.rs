@@ -1,11 +1,13 @@
-//! `Execution`: the handle of one asynchronous `perform` (`wait()`, `done()`, `status`,
+//! `Execution` and `Schedule`, the handles the Worker returns. `Execution`: the handle of one
+//! asynchronous `perform` (`wait()`, `done()`, `status`,
 //! `error`, `await`). A Rust object: one is made for every `perform` of a burst, the executor
 //! loop (dispatch/executor.rs) sets its job and context and resolves it without running Python,
 //! and `wait()` on a finished one returns without entering Python code.
 //!
 //! Waiting uses one condition for the whole process (waiting is rare, a lock per execution is
 //! not free), with a generation that `_finish` bumps so that no wake-up is missed; awaiting
-//! (asyncio) is python/workhorse/execution.py's `_wait_async`.
+//! (asyncio) is python/workhorse/execution.py's `_wait_async`. `Schedule`: the handle of a timer,
+//! interval or receive schedule (one per `perform_in`, a million pending is a use case).
 
 use crate::context::Context;
 use crate::runtime::{now_ns, ns_to_secs};
@@ -64,7 +66,7 @@ pub(crate) struct Execution {
     job: Py<PyAny>,
     /// This execution's own context, once it started.
     ctx: Option<Py<Context>>,
-    schedule: Option<Py<PyAny>>,
+    schedule: Option<Py<Schedule>>,
     status: Py<PyAny>,
     error: Option<Py<PyAny>>,
     done: bool,
@@ -98,7 +100,7 @@ impl Execution {
         slf: &Bound<'_, Self>,
         status: &Bound<'_, PyAny>,
         error: &Bound<'_, PyAny>,
-    ) -> (bool, Option<Py<PyList>>, Option<Py<PyAny>>) {
+    ) -> (bool, Option<Py<PyList>>, Option<Py<Schedule>>) {
         let py = slf.py();
         let mut execution = slf.borrow_mut();
         let old = (
@@ -120,7 +122,11 @@ impl Execution {
     }
 
     /// Tell its awaiters (each future resolved on its own loop).
-    fn tell(py: Python<'_>, futures: Option<Py<PyList>>, status: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn tell(
+        py: Python<'_>,
+        futures: Option<Py<PyList>>,
+        status: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         if let Some(futures) = futures {
             if !futures.bind(py).is_empty() {
                 statics(py)?
@@ -145,7 +151,7 @@ impl Execution {
         }
         Self::tell(py, futures, &status)?;
         if let Some(schedule) = schedule {
-            schedule.bind(py).call_method0(intern!(py, "_end"))?;
+            Schedule::_end(schedule.bind(py));
         }
         // Tracked again if it holds an error, or a job the collector must see.
         crate::gc::settle_one(slf.as_any());
@@ -155,16 +161,15 @@ impl Execution {
 
 /// Resolve executions that never started (a stop) with `status` and `error` and end their
 /// schedules: what `_finish` does for one, with one wake-up of the waiters for all of them.
-/// Records that are not Executions (Executor calls: Futures) are cancelled instead. Returns
-/// whether a schedule's waiters are to be told (python/workhorse/execution.py does).
+/// Records that are not Executions (Executor calls: Futures) are cancelled instead.
 #[pyfunction]
 pub(crate) fn finish_unstarted(
     records: &Bound<'_, PyAny>,
     status: Bound<'_, PyAny>,
     error: Bound<'_, PyAny>,
-) -> PyResult<bool> {
+) -> PyResult<()> {
     let py = records.py();
-    let (mut wake, mut notify) = (false, false);
+    let mut wake = false;
     for record in records.try_iter()? {
         let record = record?;
         let Ok(execution) = record.cast_exact::<Execution>() else {
@@ -175,26 +180,24 @@ pub(crate) fn finish_unstarted(
         wake |= waiters;
         Execution::tell(py, futures, &status)?;
         if let Some(schedule) = schedule {
-            let schedule = schedule.bind(py);
-            schedule.setattr(intern!(py, "_ended"), true)?;
-            notify |= schedule.getattr(intern!(py, "_waiters"))?.is_truthy()?;
+            wake |= schedule.bind(py).borrow_mut().end();
         }
     }
     if wake {
         py.detach(wake_waiters);
     }
-    Ok(notify)
+    Ok(())
 }
 
 #[pymethods]
 impl Execution {
     #[new]
     #[pyo3(signature = (job, schedule=None))]
-    fn new(py: Python<'_>, job: Py<PyAny>, schedule: Option<Py<PyAny>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, job: Py<PyAny>, schedule: Option<Py<Schedule>>) -> PyResult<Self> {
         Ok(Execution {
             job,
             ctx: None,
-            schedule: schedule.filter(|s| !s.is_none(py)),
+            schedule,
             status: statics(py)?.unknown.clone_ref(py),
             error: None,
             done: false,
@@ -236,14 +239,12 @@ impl Execution {
     }
 
     #[getter]
-    fn schedule(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn schedule(&self, py: Python<'_>) -> Option<Py<Schedule>> {
         self.schedule.as_ref().map(|s| s.clone_ref(py))
     }
 
     #[setter(schedule)]
-    fn set_schedule(slf: &Bound<'_, Self>, schedule: Option<Py<PyAny>>) {
-        let py = slf.py();
-        let schedule = schedule.filter(|s| !s.is_none(py));
+    fn set_schedule(slf: &Bound<'_, Self>, schedule: Option<Py<Schedule>>) {
         let old = std::mem::replace(&mut slf.borrow_mut().schedule, schedule);
         drop(old);
     }
@@ -417,8 +418,11 @@ impl Execution {
         if let Some(ctx) = &self.ctx {
             visit.call(ctx)?;
         }
-        for value in [&self.schedule, &self.error].into_iter().flatten() {
-            visit.call(value)?;
+        if let Some(schedule) = &self.schedule {
+            visit.call(schedule)?;
+        }
+        if let Some(error) = &self.error {
+            visit.call(error)?;
         }
         if let Some(futures) = &self.futures {
             visit.call(futures)?;
@@ -431,5 +435,208 @@ impl Execution {
         self.schedule = None;
         self.error = None;
         self.futures = None;
+    }
+}
+
+/// Handle of a timer, interval or receive schedule: `cancel()`, `done()`, `wait()`.
+#[pyclass(module = "workhorse._core")]
+pub(crate) struct Schedule {
+    worker: Py<PyAny>,
+    key: u64,
+    kind: Py<PyAny>,
+    ended: bool,
+    waiters: u32,
+    stop: bool,
+    execution: Option<Py<Execution>>,
+}
+
+impl Schedule {
+    fn end(&mut self) -> bool {
+        self.ended = true;
+        self.waiters > 0
+    }
+}
+
+#[pymethods]
+impl Schedule {
+    #[new]
+    fn new(worker: Py<PyAny>, key: u64, kind: Py<PyAny>) -> Self {
+        Schedule {
+            worker,
+            key,
+            kind,
+            ended: false,
+            waiters: 0,
+            stop: false,
+            execution: None,
+        }
+    }
+
+    #[getter]
+    fn key(&self) -> u64 {
+        self.key
+    }
+
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> Py<PyAny> {
+        self.kind.clone_ref(py)
+    }
+
+    #[getter(_worker)]
+    fn raw_worker(&self, py: Python<'_>) -> Py<PyAny> {
+        self.worker.clone_ref(py)
+    }
+
+    /// A one-shot schedule's (`perform_at`, `perform_in`) execution.
+    #[getter]
+    fn execution(&self, py: Python<'_>) -> Option<Py<Execution>> {
+        self.execution.as_ref().map(|e| e.clone_ref(py))
+    }
+
+    #[setter(execution)]
+    fn set_execution(slf: &Bound<'_, Self>, execution: Option<Py<Execution>>) {
+        let old = std::mem::replace(&mut slf.borrow_mut().execution, execution);
+        drop(old);
+    }
+
+    #[getter(_ended)]
+    fn raw_ended(&self) -> bool {
+        self.ended
+    }
+
+    #[setter(_ended)]
+    fn set_raw_ended(&mut self, ended: bool) {
+        self.ended = ended;
+    }
+
+    #[getter(_waiters)]
+    fn raw_waiters(&self) -> u32 {
+        self.waiters
+    }
+
+    #[getter(_stop)]
+    fn raw_stop(&self) -> bool {
+        self.stop
+    }
+
+    #[setter(_stop)]
+    fn set_raw_stop(&mut self, stop: bool) {
+        self.stop = stop;
+    }
+
+    /// Stop the schedule; runs already started finish. False if it had already ended.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let (ended, worker, key, kind) = {
+            let schedule = slf.borrow();
+            (
+                schedule.ended,
+                schedule.worker.clone_ref(py),
+                schedule.key,
+                schedule.kind.clone_ref(py),
+            )
+        };
+        if ended {
+            return Ok(false);
+        }
+        slf.borrow_mut().stop = true;
+        let cancelled = worker
+            .bind(py)
+            .getattr(intern!(py, "_core"))?
+            .call_method1(intern!(py, "cancel"), (key,))?
+            .is_truthy()?;
+        let kind = kind.bind(py);
+        if cancelled && (kind.eq("at")? || kind.eq("in")?) {
+            let execution = slf.borrow().execution.as_ref().map(|e| e.clone_ref(py));
+            if let Some(execution) = execution {
+                // It will never run: resolve it so nobody waits forever.
+                let no_response = py
+                    .import(intern!(py, "workhorse.status"))?
+                    .getattr(intern!(py, "Status"))?
+                    .getattr(intern!(py, "NO_RESPONSE"))?;
+                Execution::finish(execution.bind(py), no_response, py.None().into_bound(py))?;
+            }
+            Self::_end(slf);
+        }
+        Ok(cancelled)
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.stop
+    }
+
+    /// True once the schedule produces nothing more and its last run finished.
+    fn done(&self) -> bool {
+        self.ended
+    }
+
+    /// Block until done() (a receive source closed, a timer ran); False on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(slf: &Bound<'_, Self>, timeout: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let timeout: Option<f64> = statics(py)?
+            .check_timeout
+            .bind(py)
+            .call1((timeout,))?
+            .extract()?;
+        let end = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
+        slf.borrow_mut().waiters += 1;
+        let result = (|| -> PyResult<bool> {
+            loop {
+                let seen = *FINISHED.lock();
+                if slf.borrow().ended {
+                    return Ok(true);
+                }
+                let now = Instant::now();
+                if end.is_some_and(|end| now >= end) {
+                    return Ok(false);
+                }
+                // In slices, so that signals (Ctrl-C) reach the waiting thread.
+                let slice = now + Duration::from_millis(100);
+                let until = end.map_or(slice, |end| end.min(slice));
+                py.detach(|| {
+                    let mut generation = FINISHED.lock();
+                    if *generation == seen {
+                        FINISHED_CV.wait_until(&mut generation, until);
+                    }
+                });
+                py.check_signals()?;
+            }
+        })();
+        slf.borrow_mut().waiters -= 1;
+        result
+    }
+
+    fn _end(slf: &Bound<'_, Self>) {
+        if slf.borrow_mut().end() {
+            slf.py().detach(wake_waiters);
+        }
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let (kind, key, ended) = {
+            let schedule = slf.borrow();
+            (schedule.kind.clone_ref(py), schedule.key, schedule.ended)
+        };
+        Ok(format!(
+            "Schedule({}, key={key}, done={})",
+            kind.bind(py).str()?,
+            if ended { "True" } else { "False" }
+        ))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.worker)?;
+        visit.call(&self.kind)?;
+        if let Some(execution) = &self.execution {
+            visit.call(execution)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.execution = None;
     }
 }

@@ -36,7 +36,15 @@ impl Inner {
                 st.waking = 1;
                 self.lanes[lane].notify_one();
             }
-        } else if !st.watchdog {
+        } else {
+            self.arm_watchdog(st);
+        }
+    }
+
+    /// Have the stall watchdog look at the sync lane within its period (intervals.rs), unless
+    /// it is armed already.
+    pub(super) fn arm_watchdog(&self, st: &mut State) {
+        if !st.watchdog {
             if let Some(me) = self.me.upgrade() {
                 st.watchdog = true;
                 st.watch_taken = st.taken;

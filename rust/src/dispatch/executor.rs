@@ -127,6 +127,9 @@ impl Inner {
             };
         }
         if !Self::take_turn(&mut st, me, crate::runtime::now_ns()) {
+            // Should the thread taking turns be blocked in a handler after all, the watchdog
+            // sees the ready work make no progress and wakes a waiting thread (this one).
+            self.arm_watchdog(&mut st);
             return Next::StepDown;
         }
         let Some(mut ready) = st.ready[SYNC].pop_front() else {
