@@ -786,14 +786,11 @@ class Worker:
         self._ensure_started()
         if is_async:
             self._ensure_loop()
-        key = next(_keys)
-        schedule = Schedule(self, key, kind)
-        schedule.execution = Execution(job, schedule)
         try:
-            self._core.schedule_at(key, _core.monotonic() + delay, is_async, schedule.execution)
+            # The Schedule and its Execution are made by the core with the timer entry.
+            return self._core.schedule_once(next(_keys), delay, is_async, job, kind, self)
         except _core.CoreError:
             raise self._stopped_error() from None
-        return schedule
 
     def perform_every(
         self, job: Job, interval: float | _dt.timedelta, *, sync: bool = False

@@ -451,6 +451,21 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
+    /// A `perform_at` / `perform_in` schedule and its execution of `job`.
+    pub(crate) fn one_shot(
+        py: Python<'_>,
+        worker: Py<PyAny>,
+        key: u64,
+        kind: Py<PyAny>,
+        job: Py<PyAny>,
+    ) -> PyResult<Py<Schedule>> {
+        let schedule = Py::new(py, Schedule::new(worker, key, kind))?;
+        let execution = Bound::new(py, Execution::new(py, job, Some(schedule.clone_ref(py)))?)?;
+        // Both refer to each other (until the execution finishes): the collector sees them.
+        schedule.borrow_mut(py).execution = Some(execution.unbind());
+        Ok(schedule)
+    }
+
     fn end(&mut self) -> bool {
         self.ended = true;
         self.waiters > 0

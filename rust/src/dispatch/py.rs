@@ -112,6 +112,25 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// `perform_at` / `perform_in` in one call: the Schedule handle (`kind` "at" or "in") and
+    /// its Execution of `job`, run `delay` seconds from now; returns the Schedule.
+    fn schedule_once(
+        &self,
+        py: Python<'_>,
+        key: u64,
+        delay: f64,
+        is_async: bool,
+        job: Py<PyAny>,
+        kind: Py<PyAny>,
+        worker: Py<PyAny>,
+    ) -> PyResult<Py<crate::execution::Schedule>> {
+        let schedule = crate::execution::Schedule::one_shot(py, worker, key, kind, job)?;
+        let execution = schedule.bind(py).getattr(pyo3::intern!(py, "execution"))?;
+        let when = crate::runtime::ns_to_secs(crate::runtime::now_ns()) + not_nan("delay", delay)?;
+        self.schedule_at(key, when, is_async, Some(execution.unbind()))?;
+        Ok(schedule)
+    }
+
     /// Run `key` at `first` and every `period` seconds after it (fixed rate, no drift).
     #[pyo3(signature = (key, first, period, sync, is_async, record=None))]
     fn every(
