@@ -8,12 +8,12 @@
 //! `workhorse.status.as_status`, and the members are the Python `Status` enum's.
 
 use crate::runtime::{now_ns, ns_to_secs};
-use parking_lot::{Condvar, Mutex};
+use crate::waiting::{end_of, Waiters};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a Context needs from the Python layer, looked up on first use (after `workhorse.job`
 /// has been imported, which imports this module).
@@ -43,11 +43,8 @@ fn statics(py: Python<'_>) -> PyResult<&Statics> {
     })
 }
 
-/// One condition for every `wait_cancelled()`: cancelling is rare, a lock per context is not.
-/// `cancel()` bumps the generation under the lock, so a waiter that read it before looking at
-/// its context's flag cannot miss the wake-up.
-static CANCELS: Mutex<u64> = Mutex::new(0);
-static CANCELLED: Condvar = Condvar::new();
+/// One condition for every `wait_cancelled()` (waiting.rs): cancelling is rare.
+static CANCELS: Waiters = Waiters::new();
 
 /// Per-execution state: key/values, the status, the error raised, deadline and cancellation.
 #[pyclass(module = "workhorse._core", subclass)]
@@ -55,16 +52,23 @@ pub(crate) struct Context {
     values: Option<Py<PyDict>>,
     status: Py<PyAny>,
     error: Option<Py<PyAny>>,
+    #[pyo3(get, set)]
     deadline: Option<f64>,
+    /// time.monotonic() at which the core made this execution due (an interval's ideal tick).
+    #[pyo3(get, set)]
     scheduled_at: Option<f64>,
+    #[pyo3(get, set, name = "_cancelled")]
     cancelled: bool,
     waiters: u32,
     /// Set by the run path: this context belongs to an execution (values set on it stay with it).
+    #[pyo3(get, set, name = "_executing")]
     executing: bool,
     /// time.perf_counter() when it was made (for an execution: when it started).
+    #[pyo3(get, name = "_started")]
     started: f64,
     trace: Option<Py<PyAny>>,
     result: Option<Py<PyAny>>,
+    #[pyo3(get, set)]
     session: Py<PyAny>,
 }
 
@@ -282,66 +286,10 @@ impl Context {
         drop(old); // after the borrow: freeing it may run Python code
     }
 
-    #[getter]
-    fn deadline(&self) -> Option<f64> {
-        self.deadline
-    }
-
-    #[setter]
-    fn set_deadline(&mut self, deadline: Option<f64>) {
-        self.deadline = deadline;
-    }
-
-    /// time.monotonic() at which the core made this execution due (an interval's ideal tick).
-    #[getter]
-    fn scheduled_at(&self) -> Option<f64> {
-        self.scheduled_at
-    }
-
-    #[setter]
-    fn set_scheduled_at(&mut self, scheduled_at: Option<f64>) {
-        self.scheduled_at = scheduled_at;
-    }
-
-    #[getter]
-    fn session(&self, py: Python<'_>) -> Py<PyAny> {
-        self.session.clone_ref(py)
-    }
-
-    #[setter]
-    fn set_session(&mut self, session: Py<PyAny>) {
-        self.session = session;
-    }
-
     /// True once the worker stopped or the deadline passed: a handler should wrap up.
     #[getter]
     fn cancelled(&self) -> bool {
         self.is_cancelled()
-    }
-
-    #[getter(_cancelled)]
-    fn raw_cancelled(&self) -> bool {
-        self.cancelled
-    }
-
-    #[setter(_cancelled)]
-    fn set_raw_cancelled(&mut self, cancelled: bool) {
-        self.cancelled = cancelled;
-    }
-
-    #[getter(_executing)]
-    fn raw_executing(&self) -> bool {
-        self.executing
-    }
-
-    #[setter(_executing)]
-    fn set_raw_executing(&mut self, executing: bool) {
-        self.executing = executing;
-    }
-
-    #[getter(_started)]
-    fn raw_started(&self) -> f64 {
-        self.started
     }
 
     #[getter(_trace)]
@@ -371,8 +319,7 @@ impl Context {
     fn cancel(&mut self) {
         self.cancelled = true;
         if self.waiters > 0 {
-            *CANCELS.lock() += 1;
-            CANCELLED.notify_all();
+            CANCELS.notify();
         }
     }
 
@@ -385,32 +332,16 @@ impl Context {
             .bind(py)
             .call1((timeout,))?
             .extract()?;
-        let start = Instant::now();
-        let mut end = timeout.map(|t| start + Duration::from_secs_f64(t.min(1e9)));
+        let mut end = end_of(timeout);
         if let Some(deadline) = slf.borrow().deadline {
-            let left = (deadline - ns_to_secs(now_ns())).clamp(0.0, 1e9);
-            let at = start + Duration::from_secs_f64(left);
-            end = Some(end.map_or(at, |end| end.min(at)));
+            if let Some(at) = end_of(Some(deadline - ns_to_secs(now_ns()))) {
+                end = Some(end.map_or(at, |end| end.min(at)));
+            }
         }
         slf.borrow_mut().waiters += 1;
-        let result = (|| -> PyResult<()> {
-            loop {
-                let seen = *CANCELS.lock();
-                if slf.borrow().cancelled || end.is_some_and(|end| Instant::now() >= end) {
-                    return Ok(());
-                }
-                py.detach(|| {
-                    let mut generation = CANCELS.lock();
-                    // In slices, so that signals (Ctrl-C) reach the waiting thread.
-                    let slice = Instant::now() + Duration::from_millis(100);
-                    let until = end.map_or(slice, |end| end.min(slice));
-                    if *generation == seen {
-                        CANCELLED.wait_until(&mut generation, until);
-                    }
-                });
-                py.check_signals()?;
-            }
-        })();
+        let result = CANCELS.wait(py, end, Duration::from_millis(100), || {
+            Ok(slf.borrow().cancelled.then_some(()))
+        });
         slf.borrow_mut().waiters -= 1;
         result?;
         Ok(slf.borrow().is_cancelled())
@@ -432,15 +363,10 @@ impl Context {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.status)?;
         visit.call(&self.session)?;
-        if let Some(values) = &self.values {
-            visit.call(values)?;
-        }
-        for value in [&self.error, &self.trace, &self.result]
-            .into_iter()
-            .flatten()
-        {
-            visit.call(value)?;
-        }
+        visit.call(&self.values)?;
+        visit.call(&self.error)?;
+        visit.call(&self.trace)?;
+        visit.call(&self.result)?;
         Ok(())
     }
 

@@ -11,12 +11,12 @@
 
 use crate::context::Context;
 use crate::runtime::{now_ns, ns_to_secs};
-use parking_lot::{Condvar, Mutex};
+use crate::waiting::{end_of, Waiters};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Statics {
     unknown: Py<PyAny>,
@@ -48,14 +48,13 @@ fn statics(py: Python<'_>) -> PyResult<&Statics> {
     })
 }
 
-/// Bumped (and the condition notified) whenever an execution with waiters finishes.
-static FINISHED: Mutex<u64> = Mutex::new(0);
-static FINISHED_CV: Condvar = Condvar::new();
+/// One condition for every `Execution.wait()` and `Schedule.wait()` (waiting.rs), notified
+/// when one with waiters finishes or ends.
+static FINISHED: Waiters = Waiters::new();
 
-/// Wake every thread blocked in `Execution.wait()` (they look at their own execution again).
+/// Wake every thread blocked in `Execution.wait()` or `Schedule.wait()`.
 pub(crate) fn wake_waiters() {
-    *FINISHED.lock() += 1;
-    FINISHED_CV.notify_all();
+    FINISHED.notify();
 }
 
 /// Handle of one asynchronous perform: `wait()`, `done()`, `status`, `error`, `await`.
@@ -69,7 +68,9 @@ pub(crate) struct Execution {
     schedule: Option<Py<Schedule>>,
     status: Py<PyAny>,
     error: Option<Py<PyAny>>,
+    #[pyo3(get, set, name = "_done")]
     done: bool,
+    #[pyo3(get, name = "_waiters")]
     waiters: u32,
     /// asyncio futures of its awaiters, each resolved on its own loop.
     futures: Option<Py<PyList>>,
@@ -286,21 +287,6 @@ impl Execution {
         self.done
     }
 
-    #[getter(_done)]
-    fn raw_done(&self) -> bool {
-        self.done
-    }
-
-    #[setter(_done)]
-    fn set_raw_done(&mut self, done: bool) {
-        self.done = done;
-    }
-
-    #[getter(_waiters)]
-    fn raw_waiters(&self) -> u32 {
-        self.waiters
-    }
-
     #[getter(_futures)]
     fn raw_futures(&self, py: Python<'_>) -> Option<Py<PyList>> {
         self.futures.as_ref().map(|f| f.clone_ref(py))
@@ -351,47 +337,29 @@ impl Execution {
             .bind(py)
             .call1((timeout,))?
             .extract()?;
-        let end = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
+        let end = end_of(timeout);
         // The deadline is only known once the execution starts: look again every 50 ms.
         let job = slf.borrow().job.clone_ref(py);
         let has_timeout = match job.bind(py).cast::<crate::job::Job>() {
             Ok(job) => job.borrow().timeout().is_some(),
             Err(_) => !job.bind(py).getattr(intern!(py, "timeout"))?.is_none(),
         };
+        let slice = Duration::from_millis(if has_timeout { 50 } else { 100 });
         slf.borrow_mut().waiters += 1;
-        let result = (|| -> PyResult<Option<Py<PyAny>>> {
-            loop {
-                let seen = *FINISHED.lock();
-                {
-                    let execution = slf.borrow();
-                    if execution.done {
-                        return Ok(None);
-                    }
-                    if execution.past_deadline(py) {
-                        return Ok(Some(statics.timeout.clone_ref(py)));
-                    }
-                }
-                let now = Instant::now();
-                if end.is_some_and(|end| now >= end) {
-                    return Ok(None);
-                }
-                // In slices, so that signals (Ctrl-C) reach the waiting thread.
-                let slice = if has_timeout { 50 } else { 100 };
-                let slice = now + Duration::from_millis(slice);
-                let until = end.map_or(slice, |end| end.min(slice));
-                py.detach(|| {
-                    let mut generation = FINISHED.lock();
-                    if *generation == seen {
-                        FINISHED_CV.wait_until(&mut generation, until);
-                    }
-                });
-                py.check_signals()?;
-            }
-        })();
+        let result = FINISHED.wait(py, end, slice, || {
+            let execution = slf.borrow();
+            Ok(if execution.done {
+                Some(None)
+            } else if execution.past_deadline(py) {
+                Some(Some(statics.timeout.clone_ref(py)))
+            } else {
+                None
+            })
+        });
         slf.borrow_mut().waiters -= 1;
         match result? {
-            Some(timed_out) => Ok(timed_out),
-            None => Self::status(&slf.borrow(), py),
+            Some(Some(timed_out)) => Ok(timed_out),
+            _ => Self::status(&slf.borrow(), py),
         }
     }
 
@@ -415,18 +383,10 @@ impl Execution {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.job)?;
         visit.call(&self.status)?;
-        if let Some(ctx) = &self.ctx {
-            visit.call(ctx)?;
-        }
-        if let Some(schedule) = &self.schedule {
-            visit.call(schedule)?;
-        }
-        if let Some(error) = &self.error {
-            visit.call(error)?;
-        }
-        if let Some(futures) = &self.futures {
-            visit.call(futures)?;
-        }
+        visit.call(&self.ctx)?;
+        visit.call(&self.schedule)?;
+        visit.call(&self.error)?;
+        visit.call(&self.futures)?;
         Ok(())
     }
 
@@ -442,10 +402,15 @@ impl Execution {
 #[pyclass(module = "workhorse._core")]
 pub(crate) struct Schedule {
     worker: Py<PyAny>,
+    #[pyo3(get)]
     key: u64,
+    #[pyo3(get)]
     kind: Py<PyAny>,
+    #[pyo3(get, set, name = "_ended")]
     ended: bool,
+    #[pyo3(get, name = "_waiters")]
     waiters: u32,
+    #[pyo3(get, set, name = "_stop")]
     stop: bool,
     execution: Option<Py<Execution>>,
 }
@@ -487,16 +452,6 @@ impl Schedule {
         }
     }
 
-    #[getter]
-    fn key(&self) -> u64 {
-        self.key
-    }
-
-    #[getter]
-    fn kind(&self, py: Python<'_>) -> Py<PyAny> {
-        self.kind.clone_ref(py)
-    }
-
     #[getter(_worker)]
     fn raw_worker(&self, py: Python<'_>) -> Py<PyAny> {
         self.worker.clone_ref(py)
@@ -512,31 +467,6 @@ impl Schedule {
     fn set_execution(slf: &Bound<'_, Self>, execution: Option<Py<Execution>>) {
         let old = std::mem::replace(&mut slf.borrow_mut().execution, execution);
         drop(old);
-    }
-
-    #[getter(_ended)]
-    fn raw_ended(&self) -> bool {
-        self.ended
-    }
-
-    #[setter(_ended)]
-    fn set_raw_ended(&mut self, ended: bool) {
-        self.ended = ended;
-    }
-
-    #[getter(_waiters)]
-    fn raw_waiters(&self) -> u32 {
-        self.waiters
-    }
-
-    #[getter(_stop)]
-    fn raw_stop(&self) -> bool {
-        self.stop
-    }
-
-    #[setter(_stop)]
-    fn set_raw_stop(&mut self, stop: bool) {
-        self.stop = stop;
     }
 
     /// Stop the schedule; runs already started finish. False if it had already ended.
@@ -595,32 +525,12 @@ impl Schedule {
             .bind(py)
             .call1((timeout,))?
             .extract()?;
-        let end = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
         slf.borrow_mut().waiters += 1;
-        let result = (|| -> PyResult<bool> {
-            loop {
-                let seen = *FINISHED.lock();
-                if slf.borrow().ended {
-                    return Ok(true);
-                }
-                let now = Instant::now();
-                if end.is_some_and(|end| now >= end) {
-                    return Ok(false);
-                }
-                // In slices, so that signals (Ctrl-C) reach the waiting thread.
-                let slice = now + Duration::from_millis(100);
-                let until = end.map_or(slice, |end| end.min(slice));
-                py.detach(|| {
-                    let mut generation = FINISHED.lock();
-                    if *generation == seen {
-                        FINISHED_CV.wait_until(&mut generation, until);
-                    }
-                });
-                py.check_signals()?;
-            }
-        })();
+        let result = FINISHED.wait(py, end_of(timeout), Duration::from_millis(100), || {
+            Ok(slf.borrow().ended.then_some(()))
+        });
         slf.borrow_mut().waiters -= 1;
-        result
+        Ok(result?.is_some())
     }
 
     fn _end(slf: &Bound<'_, Self>) {
@@ -645,9 +555,7 @@ impl Schedule {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.worker)?;
         visit.call(&self.kind)?;
-        if let Some(execution) = &self.execution {
-            visit.call(execution)?;
-        }
+        visit.call(&self.execution)?;
         Ok(())
     }
 

@@ -49,9 +49,12 @@ fn statics(py: Python<'_>) -> PyResult<&Statics> {
 /// A unit of work: a handler name, its arguments, and a fresh Context on every execution.
 #[pyclass(module = "workhorse._core", subclass)]
 pub(crate) struct Job {
+    #[pyo3(get, set)]
     handler: Py<PyString>,
     args: Py<PyDict>,
+    #[pyo3(get, set)]
     queue: Py<PyString>,
+    #[pyo3(get, set)]
     timeout: Option<f64>,
     id: Option<Py<PyAny>>,
     ctx: Option<Py<Context>>,
@@ -233,16 +236,6 @@ impl Job {
     }
 
     #[getter]
-    fn handler(&self, py: Python<'_>) -> Py<PyString> {
-        self.handler.clone_ref(py)
-    }
-
-    #[setter]
-    fn set_handler(&mut self, handler: Py<PyString>) {
-        self.handler = handler;
-    }
-
-    #[getter]
     fn args(&self, py: Python<'_>) -> Py<PyDict> {
         self.args.clone_ref(py)
     }
@@ -251,26 +244,6 @@ impl Job {
     fn set_args(slf: &Bound<'_, Self>, args: Py<PyDict>) {
         let old = std::mem::replace(&mut slf.borrow_mut().args, args);
         drop(old); // after the borrow: freeing the old args may run Python code
-    }
-
-    #[getter]
-    fn queue(&self, py: Python<'_>) -> Py<PyString> {
-        self.queue.clone_ref(py)
-    }
-
-    #[setter]
-    fn set_queue(&mut self, queue: Py<PyString>) {
-        self.queue = queue;
-    }
-
-    #[getter(timeout)]
-    fn get_timeout(&self) -> Option<f64> {
-        self.timeout
-    }
-
-    #[setter(timeout)]
-    fn set_timeout_secs(&mut self, timeout: Option<f64>) {
-        self.timeout = timeout;
     }
 
     /// The current execution's Context (values set before performing are carried into it).
@@ -422,15 +395,9 @@ impl Job {
         visit.call(&self.handler)?;
         visit.call(&self.args)?;
         visit.call(&self.queue)?;
-        if let Some(id) = &self.id {
-            visit.call(id)?;
-        }
-        if let Some(ctx) = &self.ctx {
-            visit.call(ctx)?;
-        }
-        if let Some(seed) = &self.seed {
-            visit.call(seed)?;
-        }
+        visit.call(&self.id)?;
+        visit.call(&self.ctx)?;
+        visit.call(&self.seed)?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod onramp;
 mod queue;
 mod runtime;
 mod timers;
+mod waiting;
 
 use pyo3::prelude::*;
 

@@ -114,6 +114,7 @@ impl Dispatcher {
 
     /// `perform_at` / `perform_in` in one call: the Schedule handle (`kind` "at" or "in") and
     /// its Execution of `job`, run `delay` seconds from now; returns the Schedule.
+    #[allow(clippy::too_many_arguments)]
     fn schedule_once(
         &self,
         py: Python<'_>,
