@@ -3,9 +3,8 @@
 Every way of performing a job (now, at a time, after a delay, every interval, per received item)
 hands the core a *record* (the Execution, the Executor call, or a schedule's _Repeat), which owns
 it from then on. The core decides when executions are due and admits them under the concurrency
-limit; on executor threads its own loop (rust/src/dispatch/executor.rs) calls `_run_ready` for
-each sync execution, and one feeder thread per asyncio loop takes `async def` executions in
-batches. Python runs the adapted handler and gives the status back.
+limit; the executor lanes (lanes.py, the Worker's base class) run what it admits. This module is
+the Worker's API: registering handlers and adapters, performing, starting and stopping.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as _dt
-import inspect
 import itertools
 import logging
 import os
@@ -27,22 +25,30 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from workhorse import _checks, _core
-from workhorse._future import LazyFuture
-from workhorse.adapters.keys import REQUEST_ID as REQUEST_ID_KEY
 from workhorse.errors import InvalidHandler, UnknownHandler, WorkerFailed, WorkerStopped
 from workhorse.execution import Execution, Schedule, finish_unstarted
 from workhorse.job import Context, Job, Session
+from workhorse.lanes import (
+    _DEFAULT_OPTIONS,
+    _INTERNAL_ERROR,
+    _SUCCESS,
+    _TAKE_TIMEOUT,
+    _UNKNOWN,
+    Lanes,
+    _Call,
+    _Repeat,
+    _running_jobs,
+)
 from workhorse.middleware import (
     Adapter,
     Handler,
     adapt,
     apply_status_rules,
     is_async_handler,
-    record_error,
     unadapt,
 )
 from workhorse.queue.job import QueueJob
-from workhorse.queue.outcome import HandlerOptions, outcome_of
+from workhorse.queue.outcome import HandlerOptions
 from workhorse.queue.queue import Queue, encode_args
 from workhorse.sources import HOLDING, Channel, pump_async, pump_thread, source_kind
 from workhorse.status import Status
@@ -52,20 +58,10 @@ __all__ = ["Worker", "live_workers"]
 _H = TypeVar("_H", bound=Handler)
 
 _keys = itertools.count(1)
-_UNKNOWN, _SUCCESS, _INTERNAL_ERROR = Status.UNKNOWN, Status.SUCCESS, Status.INTERNAL_ERROR
-_UNAVAILABLE = Status.UNAVAILABLE
 _names = itertools.count(1)
 _workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-_ASYNC_BATCH = 4096
 # figures() key prefix of the cumulative interval-lateness buckets ("...:<upper bound seconds>").
 LATENESS_LE = "interval_lateness_le:"
-_TAKE_TIMEOUT = 0.5
-_DEFAULT_OPTIONS = HandlerOptions()
-# The contexts of running executions by the id of their Job: an execution claims its job (in the
-# core, atomically under the GIL, no lock for threads to queue on); if another execution holds
-# it, this one runs on a fork of it.
-_running_jobs: dict[int, Context] = {}
-_settle = _core.settle
 
 
 def live_workers() -> list[Worker]:
@@ -103,41 +99,7 @@ def _shutdown_core() -> None:
     _core.shutdown()
 
 
-class _Repeat:
-    """A record of an interval or receive schedule, or of a queue consumer (job and handler None:
-    each claimed job names its handler).
-
-    An interval's executions run on the job itself, each with a fresh Context (go-work's
-    semantics; one that overlaps a running one gets a fork, see Worker._begin); a receive
-    schedule's each run on a copy carrying its item at args["received_data"]."""
-
-    __slots__ = ("job", "handler", "is_async", "schedule", "receives")
-
-    def __init__(
-        self, job: Job | None, handler: Handler | None, is_async: bool, schedule: Schedule
-    ) -> None:
-        self.job = job
-        self.handler = handler
-        self.is_async = is_async
-        self.schedule = schedule
-        self.receives = schedule.kind == "receive"
-
-
-class _Call(LazyFuture[Any]):
-    """A record for Executor.submit: the Future handed to the caller, carrying its call."""
-
-    def __init__(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        super().__init__()
-        self.call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = (
-            fn,
-            args,
-            kwargs,
-        )
-
-
-class Worker:
+class Worker(Lanes):
     """Runs registered handlers for jobs: now, at a time, after a delay, on an interval, per item.
 
     Plain handlers run on up to `concurrency` executor threads; `async def` handlers run on the
@@ -385,9 +347,7 @@ class Worker:
             )
         for entry in self._periodic:
             self._cron_tasks.append(queue._core.cron(*entry))
-        threading.Thread(
-            target=self._watch_leases, name=f"{self.name}-leases", daemon=True
-        ).start()
+        threading.Thread(target=self._watch_leases, name=f"{self.name}-leases", daemon=True).start()
 
     def _watch_leases(self) -> None:
         # The consumer could not renew these runs' leases: another worker may run them now and
@@ -858,323 +818,6 @@ class Worker:
         self._submit(call, False)
         return call
 
-    # -- executing ----------------------------------------------------------------------------
-
-    def _begin(self, job: Job, due: float | None, execution: Execution | None = None) -> Job:
-        """Give an execution its own Context: on the job performed, or on a fork of it when
-        another execution of the same Job object is running (a template performed many times).
-        The core does it (rust/src/dispatch/run.rs), for the sync executions it runs too."""
-        return self._path.begin(job, due, execution)  # type: ignore[no-any-return]
-
-    def _run_job(
-        self,
-        job: Job,
-        handler: Handler,
-        due: float | None = None,
-        execution: Execution | None = None,
-        live: set[Context] | None = None,
-    ) -> Context:
-        """Run one sync execution (begin, the chain, the final status) in the core."""
-        return self._path.run(job, handler, due, execution, live)  # type: ignore[no-any-return]
-
-    def _on_error(self, job: Job, exc: BaseException) -> None:
-        # The core's run path: what the adapted chain raised (SystemExit in a handler must not
-        # kill a thread).
-        record_error(job, exc, self.logger)
-
-    def _internal_error(self, exc: BaseException) -> None:
-        # The core's run path: a fault of workhorse around an execution, never of its handler.
-        self.logger.error(
-            "%s: internal error finishing an execution", self.name, exc_info=exc
-        )
-
-    def _on_result(self, job: Job, result: object) -> None:
-        # The core's run path: a chain that returned something. A plain adapter around an async
-        # handler handed us a coroutine: run it on the loop (its error is the execution's).
-        if inspect.isawaitable(result):
-            asyncio.run_coroutine_threadsafe(_as_coro(result), self._ensure_loop()).result()
-
-    async def _run_async(
-        self,
-        job: Job,
-        handler: Handler,
-        due: float | None = None,
-        execution: Execution | None = None,
-        live: set[Context] | None = None,
-        key: int = -1,
-    ) -> Context:
-        """Run an async execution. key >= 0: one the asyncio lane took (0 for a one-shot), run
-        as its own task's coroutine: it also leaves the lane's task set, completes with the core
-        and resolves its handle (one coroutine per execution, not a wrapper around this one)."""
-        ctx: Context | None = None
-        try:
-            # While it runs, no other execution replaces the job's context: they fork instead.
-            job = self._begin(job, due, execution)
-            ctx = job._ctx
-            assert ctx is not None
-            if live is None:
-                live = self._live
-            live.add(ctx)
-            try:
-                await handler(job)  # type: ignore[misc]
-            except asyncio.CancelledError as exc:
-                # Cancelled by stop(): the context says so; the execution ends as unavailable.
-                ctx.cancel()
-                if ctx.status < 400:
-                    ctx.status = Status.UNAVAILABLE
-                ctx.error = exc
-            except BaseException as exc:  # noqa: BLE001 - an adapter error never kills the loop
-                record_error(job, exc, self.logger)
-            finally:
-                live.discard(ctx)
-                del _running_jobs[id(job)]
-                _settle(ctx, job)  # what the handler and adapters left on them decides
-            _final_status(ctx)
-            return ctx
-        finally:
-            if key >= 0:
-                self._tasks.discard(asyncio.current_task())
-                status = _INTERNAL_ERROR if ctx is None else ctx._status
-                self._core.done(key, status)
-                if execution is not None:
-                    execution._finish(status, None if ctx is None else ctx.error)
-                if not self._pull_pending:
-                    self._pull_pending = True
-                    asyncio.get_running_loop().call_soon(self._pull_async)
-
-    def _sync_loop(self) -> None:
-        # The core's executor loop (rust/src/dispatch/executor.rs) runs on this thread until the
-        # worker stops, calling _run_ready for each execution it takes, one at a time: a handler
-        # that blocks holds up only itself. A failed thread initializer (Executor) breaks the
-        # pool: this thread then fails what it takes instead of running it, so none waits forever.
-        broken = self._thread_init is not None and not self._thread_init()
-        run = self._fail_ready if broken else self._run_ready
-        self._core.run_sync(run, self._grow, _checkpoint, self._path)
-
-    def _grow(self) -> None:
-        # Called by the executor loop when it took work and no thread is left waiting: one more
-        # while below the limit, so that a handler that blocks never holds up the next execution.
-        if len(self._threads) < self.concurrency:
-            with self._lock:
-                self._spawn_sync_thread()
-
-    def _fail_ready(self, key: int, rec: Any, item: Any, due: float, ended: bool) -> int | None:
-        from concurrent.futures.thread import BrokenThreadPool
-
-        error = BrokenThreadPool("A thread initializer failed, the pool is broken")
-        if type(rec) is _Call:
-            self._core.done(key, _UNAVAILABLE)
-            if rec.set_running_or_notify_cancel():
-                rec.set_exception(error)
-            return None
-        self._drop(key, rec, ended, error)
-        return None
-
-    def _run_ready(self, key: int, rec: Any, item: Any, due: float, ended: bool) -> int | None:
-        """Run one execution the core's executor loop took: `rec` is the record it was
-        registered with. Returns the status the core completes it with, or None when it is
-        complete already (a one-shot frees its permit before resolving its handle; a queued job
-        acks) or was an end marker (its schedule ends)."""
-        kind = type(rec)
-        if kind is _Repeat:
-            if ended:
-                rec.schedule._end()
-                return None
-            if rec.job is None:
-                self._run_queued(key, item, due)
-                return None
-            status = _INTERNAL_ERROR
-            try:
-                job = self._fork(rec, item) if rec.receives else rec.job
-                status = self._run_job(job, rec.handler, due)._status
-            except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
-                self.logger.exception("%s: internal error running an execution", self.name)
-            return status
-        try:
-            if kind is _Call:
-                self._run_call(key, rec)
-            else:
-                self._run_execution(rec, due)
-        except BaseException:  # noqa: BLE001 - one execution never ends an executor thread
-            self.logger.exception("%s: internal error finishing an execution", self.name)
-        return None
-
-    def _run_execution(self, execution: Execution, due: float) -> None:
-        status = _INTERNAL_ERROR
-        error: BaseException | None = None
-        try:
-            job = execution.job
-            ctx = self._run_job(job, self._chain(job.handler)[0], due, execution)
-            status, error = ctx._status, ctx.error
-        finally:
-            self._core.done(0, status)
-            execution._finish(status, error)
-
-    # -- queued jobs ----------------------------------------------------------------------------
-
-    def _queued(self, claim: Any) -> tuple[QueueJob, Handler, HandlerOptions]:
-        assert self._queue is not None
-        job = QueueJob._from_claim(claim, self._queue._core)
-        meta = job.meta
-        if meta and REQUEST_ID_KEY in meta:
-            job._seed = {REQUEST_ID_KEY: meta[REQUEST_ID_KEY]}  # restored by request_id()
-        options = self._queue_options.get(job.handler, _DEFAULT_OPTIONS)
-        job.timeout = options.timeout
-        return job, self._chain(job.handler)[0], options
-
-    def _finish_queued(
-        self,
-        key: int,
-        job: QueueJob,
-        ctx: Context | None,
-        options: HandlerOptions,
-    ) -> None:
-        # Whatever happened, the claim is acked: a run that broke inside workhorse is released
-        # to the queue rather than lost.
-        outcome: tuple[str, float, str | None, str | None] = ("release", 0.0, None, None)
-        status = Status.INTERNAL_ERROR
-        try:
-            if ctx is not None:
-                status = ctx.status
-                # Cancelled past the grace at stop, because its lease was lost or because the
-                # queue consumer died: the work was cut short, so the job goes back (an ack the
-                # backend refuses if another worker took it meanwhile).
-                released = job._lease_lost or (
-                    (self._grace_over or self._failed is not None) and ctx._cancelled
-                )
-                outcome = outcome_of(job, ctx, options, released)
-        finally:
-            self._core.done_claim(key, status, job.id, job.handler, job._token, *outcome)
-
-    def _undecodable(self, key: int, claim: Any, exc: Exception) -> None:
-        # A payload that is not a JSON object (written by hand into Redis, or corrupted) cannot
-        # run and never will: dead at once, with the reason.
-        (jid, name, *_rest), token = claim
-        reason = f"undecodable job payload: {type(exc).__name__}: {exc}"
-        self.logger.error("%s: job %s (%s) is dead: %s", self.name, jid, name, reason)
-        self._core.done_claim(key, Status.BAD_REQUEST, jid, name, token, "dead", 0.0, reason)
-
-    def _run_queued(self, key: int, claim: Any, due: float) -> None:
-        ctx: Context | None = None
-        try:
-            job, handler, options = self._queued(claim)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
-            self._undecodable(key, claim, exc)
-            return
-        running = self._queue_running
-        running[job.id] = job
-        try:
-            ctx = self._run_job(job, handler, due, live=self._queue_live)
-        finally:
-            del running[job.id]
-            self._finish_queued(key, job, ctx, options)
-
-    async def _run_async_queued(self, key: int, claim: Any, due: float) -> None:
-        ctx: Context | None = None
-        try:
-            job, handler, options = self._queued(claim)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
-            self._undecodable(key, claim, exc)
-            return
-        running = self._queue_running
-        running[job.id] = job
-        task = asyncio.current_task()
-        if task is not None:
-            self._queue_task_of[job.id] = task
-        try:
-            ctx = await self._run_async(job, handler, due, live=self._queue_live)
-        finally:
-            del running[job.id]
-            self._queue_task_of.pop(job.id, None)
-            self._finish_queued(key, job, ctx, options)
-
-    @staticmethod
-    def _fork(rep: _Repeat, item: Any) -> Job:
-        job = rep.job._fork()  # type: ignore[union-attr]
-        job.args["received_data"] = item
-        return job
-
-    def _run_call(self, key: int, fut: _Call) -> None:
-        status = Status.SUCCESS
-        try:
-            if fut.set_running_or_notify_cancel():
-                fn, args, kwargs = fut.call  # type: ignore[misc]
-                fut.call = None  # the Future may outlive the call: do not keep its arguments
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # noqa: BLE001 - goes to the Future, as in the stdlib
-                    status = Status.INTERNAL_ERROR
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
-        finally:
-            self._core.done(key, status)
-
-    def _feed_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One wake-up of the loop per batch of ready async executions.
-        take = self._core.take
-        while True:
-            batch = take(True, _ASYNC_BATCH, _TAKE_TIMEOUT)
-            if batch is None:
-                return
-            if not batch:
-                continue
-            try:
-                loop.call_soon_threadsafe(self._start_async_batch, batch)
-            except RuntimeError:  # the loop is closed: these executions cannot run
-                self.logger.error(
-                    "%s: event loop closed with %d executions ready", self.name, len(batch)
-                )
-                for key, rec, _item, _due, ended in batch:
-                    self._drop(key, rec, ended, WorkerStopped("the worker's event loop is closed"))
-
-    def _pull_async(self) -> None:
-        # On the loop, after executions completed: start what their freed permits made ready
-        # without the feeder thread's round trip (a wake-up of it, the GIL, a wake-up of the
-        # loop) for every few executions; the feeder still serves a loop that is idle.
-        self._pull_pending = False
-        batch = self._core.take(True, _ASYNC_BATCH, 0.0)
-        if batch:
-            self._start_async_batch(batch)
-
-    def _drop(self, key: int, rec: Any, ended: bool, error: BaseException) -> None:
-        """An execution taken that cannot run: it completes as unavailable."""
-        if ended:
-            if rec is not None:
-                rec.schedule._end()
-            return
-        self._core.done(key, _UNAVAILABLE)
-        if type(rec) is Execution:
-            rec._finish(_UNAVAILABLE, error)
-
-    def _start_async_batch(self, batch: list[tuple[int, Any, Any, float, bool]]) -> None:
-        loop = asyncio.get_running_loop()
-        tasks = self._tasks
-        for key, rec, item, due, ended in batch:
-            if type(rec) is Execution:
-                job = rec.job
-                coro = self._run_async(job, self._chain(job.handler)[0], due, rec, None, 0)
-            elif rec is None:  # its schedule went between due and taken
-                if not ended:
-                    self._core.done(key, _UNAVAILABLE)
-                continue
-            elif ended:
-                rec.schedule._end()
-                continue
-            elif rec.job is None:
-                task = _start_task(loop, self._run_async_queued(key, item, due))
-                self._queue_tasks.add(task)
-                task.add_done_callback(self._queue_tasks.discard)
-                continue
-            else:
-                job = self._fork(rec, item) if rec.receives else rec.job
-                coro = self._run_async(job, rec.handler, due, None, None, key)
-            # Each execution's coroutine takes itself out of `tasks` when it ends (cheaper than
-            # a done callback, which the loop would schedule as one more step).
-            task = _start_task(loop, coro)
-            if not task.done():
-                tasks.add(task)
-
 
 def _handler_options(
     priority: object,
@@ -1206,33 +849,3 @@ def _handler_options(
         backoff=backoff,
         timeout=_checks.job_timeout(timeout),
     )
-
-
-def _final_status(ctx: Context) -> Status:
-    """The status an execution ends with, once its adapters are done with it."""
-    status = ctx._status
-    if status is _UNKNOWN:
-        status = ctx._status = _SUCCESS if ctx.error is None else _INTERNAL_ERROR
-    return status
-
-
-def _checkpoint() -> None:
-    """Called by the executor loop before it takes the next execution: entering Python code is
-    where CPython hands the GIL to a thread that asked for it (see executor.rs)."""
-
-
-async def _as_coro(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-if sys.version_info >= (3, 12):
-
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
-        # Run the coroutine at once, in its own Task: one that does not suspend ends here,
-        # without a step scheduled on the loop.
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
-
-else:
-
-    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
-        return loop.create_task(coro)
