@@ -288,3 +288,66 @@ def test_interval_lateness_is_a_histogram_of_a_real_workers_ticks(
         le_100us = value(registry, f"{name}_bucket", worker="lateness-test", le="0.0001")
         assert le_100us is not None and le_25ms is not None
         assert le_100us <= le_25ms <= inf
+
+
+def test_executions_on_many_threads_add_up_exactly(registry: CollectorRegistry) -> None:
+    # The sync wrapper counts in the core's atomics from whichever executor thread ran it.
+    def handler(job: Job) -> None:
+        if job.args["n"] % 10 == 0:
+            raise RuntimeError("every tenth fails")
+
+    with workhorse.worker.Worker(concurrency=4) as worker:
+        worker.register("count", handler)
+        worker.use(prometheus(registry=registry))
+        executions = [worker.perform(Job("count", {"n": n})) for n in range(2000)]
+        for execution in executions:
+            execution.wait(5)
+    assert value(registry, "workhorse_requests_total", code="200", handler="count") == 1800
+    assert value(registry, "workhorse_requests_total", code="500", handler="count") == 200
+    assert value(registry, "workhorse_request_duration_seconds_count", handler="count") == 2000
+    assert value(registry, "workhorse_in_flight", handler="count") == 0
+
+
+def test_only_int_and_float_sizes_are_observed(registry: CollectorRegistry) -> None:
+    def handler(job: Job) -> None:
+        job.ctx.set(REQUEST_SIZE, job.args["size"])
+
+    h = adapt(apply_status_rules(handler), prometheus(registry=registry))
+    for size in (True, "100", None, 1.5, 10**400):
+        run(h, Job("sized", {"size": size}))
+    # The float and the int too large for a float (above every bucket) are counted.
+    assert value(registry, "workhorse_request_size_bytes_count", handler="sized") == 2
+    assert value(registry, "workhorse_request_size_bytes_bucket", handler="sized", le="64.0") == 1
+    assert value(registry, "workhorse_request_size_bytes_sum", handler="sized") == float("inf")
+
+
+def test_a_job_like_object_is_measured_through_its_attributes(registry: CollectorRegistry) -> None:
+    class LikeAJob:
+        handler = "duck"
+        args: dict[str, Any] = {}
+
+        def __init__(self) -> None:
+            self.ctx = Context()
+
+    def handler(job: Any) -> None:
+        job.ctx.status = Status.UNAVAILABLE
+
+    h = adapt(handler, prometheus(registry=registry))
+    h(LikeAJob())  # type: ignore[arg-type]
+    assert value(registry, "workhorse_requests_total", code="503", handler="duck") == 1
+
+
+def test_a_cycle_through_the_measured_handler_is_collected(registry: CollectorRegistry) -> None:
+    import gc
+    import weakref
+
+    class Service:
+        def handle(self, job: Job) -> None:
+            return None
+
+    service = Service()
+    service.chain = prometheus(registry=registry)(service.handle)  # type: ignore[attr-defined]
+    gone = weakref.ref(service)
+    del service
+    gc.collect()
+    assert gone() is None

@@ -29,6 +29,11 @@ __all__ = [
     "finish_unstarted",
     "gc_exempt",
     "core_panics",
+    "Meter",
+    "Measured",
+    "WithRequestId",
+    "new_request_id",
+    "seed_request_ids",
     "CoreError",
     "ChannelClosed",
     "QueueError",
@@ -118,6 +123,52 @@ def gc_exempt(types: list[type]) -> None:
 
 def pending_timers() -> int:
     """Entries in the process-wide timer heap."""
+
+def seed_request_ids(prefix: str) -> None:
+    """Start this process's request ids at prefix (16 hex digits), counting from 1."""
+
+def new_request_id() -> str:
+    """A new 32-hex-digit request id: the process's prefix and a counter."""
+
+@final
+class Meter:
+    """The prometheus adapter's figures for one series set, counted in atomics
+    (rust/src/adapters.rs)."""
+
+    def __new__(
+        cls,
+        codes: list[int],
+        duration_bounds: list[float],
+        size_bounds: list[float],
+        size_keys: tuple[str, str],
+        final_status: Callable[[Any, BaseException], int],
+    ) -> Self: ...
+    def wrap(self, handler: Callable[[Any], object], ignored: frozenset[str]) -> Measured: ...
+    def start(self, handler: str) -> int: ...
+    def finish_async(self, job: Any, started: int, raised: BaseException | None = None) -> None: ...
+    def snapshot(
+        self,
+    ) -> list[tuple[str, dict[int, int], list[int], float, int, list[float], list[float]]]: ...
+
+@final
+class Measured:
+    """A sync handler the prometheus adapter counts (Meter.wrap)."""
+
+    def __call__(self, job: Any) -> object: ...
+
+@final
+class WithRequestId:
+    """A sync handler the request_id adapter gives an id."""
+
+    def __new__(
+        cls,
+        handler: Callable[[Any], object],
+        header: str,
+        key: str,
+        var: Any,
+        ensure: Callable[[Any, str], str],
+    ) -> Self: ...
+    def __call__(self, job: Any) -> object: ...
 
 @disjoint_base
 class Channel:

@@ -77,6 +77,14 @@ impl Job {
         self.timeout
     }
 
+    pub(crate) fn handler_ref(&self) -> &Py<PyString> {
+        &self.handler
+    }
+
+    pub(crate) fn args_ref(&self) -> &Py<PyDict> {
+        &self.args
+    }
+
     pub(crate) fn ctx_ref(&self) -> Option<&Py<Context>> {
         self.ctx.as_ref()
     }
@@ -248,7 +256,7 @@ impl Job {
 
     /// The current execution's Context (values set before performing are carried into it).
     #[getter]
-    fn ctx(slf: &Bound<'_, Self>) -> PyResult<Py<Context>> {
+    pub(crate) fn ctx(slf: &Bound<'_, Self>) -> PyResult<Py<Context>> {
         let py = slf.py();
         if let Some(ctx) = &slf.borrow().ctx {
             return Ok(ctx.clone_ref(py));

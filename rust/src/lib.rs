@@ -1,8 +1,10 @@
 //! workhorse._core: the tokio-based engine behind workhorse.
 //!
 //! sources (timers.rs, channel.rs receive loops, queue/ consumers) -> dispatch/ (permits, ready
-//! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime.
+//! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime;
+//! adapters.rs is the per-execution half of the counting adapters (prometheus, request_id).
 
+mod adapters;
 mod channel;
 mod context;
 mod dispatch;
@@ -37,6 +39,11 @@ fn shutdown(py: Python<'_>) {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add_class::<adapters::Meter>()?;
+    m.add_class::<adapters::Measured>()?;
+    m.add_class::<adapters::WithRequestId>()?;
+    m.add_function(wrap_pyfunction!(adapters::seed_request_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(adapters::new_request_id, m)?)?;
     m.add_class::<channel::Channel>()?;
     m.add_class::<context::Context>()?;
     m.add_class::<job::Job>()?;

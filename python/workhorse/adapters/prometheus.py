@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 import weakref
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from workhorse import _core
 from workhorse.adapters._wrap import final_status
 from workhorse.adapters.keys import REQUEST_SIZE, RESPONSE_SIZE
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
+from workhorse.status import Status
 from workhorse.worker import LATENESS_LE
-
-_perf_counter = time.perf_counter
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -27,6 +25,9 @@ __all__ = ["CoreCollector", "prometheus", "register_core_collector"]
 
 logger = logging.getLogger("workhorse")
 _T = TypeVar("_T")
+# One handler's figures as Meter.snapshot() gives them: (handler, {code: n}, duration counts,
+# duration sum, in flight, request size counts + [sum], response size counts + [sum]).
+_Figures = tuple[str, dict[int, int], list[int], float, int, list[float], list[float]]
 
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _PREFIX = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -72,91 +73,33 @@ def _check_prefix(what: str, value: str) -> str:
     return value
 
 
-class _Shard:
-    """One handler's figures as recorded by one thread: plain ints and floats, no locks."""
-
-    __slots__ = ("codes", "duration", "duration_sum", "in_flight", "sizes")
-
-    def __init__(self) -> None:
-        self.codes: dict[int, int] = {}
-        self.duration = [0] * (len(_DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.in_flight = 0
-        # request, response: (bucket counts, sum)
-        self.sizes: tuple[list[float], list[float]] = (
-            [0] * (len(_SIZE_BUCKETS) + 2),
-            [0] * (len(_SIZE_BUCKETS) + 2),
-        )
-
-    def finish(self, job: Job, started: float, raised: BaseException | None) -> None:
-        elapsed = _perf_counter() - started
-        self.duration[bisect_left(_DURATION_BUCKETS, elapsed)] += 1
-        self.duration_sum += elapsed
-        self.in_flight -= 1
-        ctx = job.ctx
-        status = ctx._status if raised is None else final_status(job, raised)
-        codes = self.codes
-        codes[status] = codes.get(status, 0) + 1
-        values = ctx._values
-        if values and (REQUEST_SIZE in values or RESPONSE_SIZE in values):
-            for key, sizes in ((REQUEST_SIZE, self.sizes[0]), (RESPONSE_SIZE, self.sizes[1])):
-                size = values.get(key)
-                if isinstance(size, (int, float)) and not isinstance(size, bool):
-                    sizes[bisect_left(_SIZE_BUCKETS, size)] += 1
-                    sizes[-1] += size
-
-
 class _Series:
     """go-work's series for one (registry, namespace, subsystem).
 
-    Each thread records into its own shards with plain arithmetic; the registry merges the shards
-    when it is scraped. prometheus_client's metric objects take a lock per update, which would
-    cost more than a short job itself; a shard is written by one thread only, so it needs none.
+    The core counts (rust/src/adapters.rs): a sync handler is wrapped in its `Measured`, which
+    records each execution into atomics with no Python frame; the registry reads them when it is
+    scraped. prometheus_client's metric objects take a lock per update, which would cost more
+    than a short job itself.
     """
 
     def __init__(self, registry: CollectorRegistry, namespace: str, subsystem: str) -> None:
         self.prefix = "_".join(p for p in (namespace, subsystem) if p)
-        self._local = threading.local()
-        self._shards: list[dict[str, _Shard]] = []
-        self._lock = threading.Lock()
+        self.meter = _core.Meter(
+            [int(s) for s in Status],
+            list(_DURATION_BUCKETS),
+            list(_SIZE_BUCKETS),
+            (REQUEST_SIZE, RESPONSE_SIZE),
+            final_status,
+        )
         registry.register(self)
 
-    def of(self, handler: str) -> _Shard:
-        """This thread's shard for one handler name."""
-        try:
-            shards: dict[str, _Shard] = self._local.shards
-        except AttributeError:
-            shards = self._local.shards = {}
-            with self._lock:
-                self._shards.append(shards)
-        shard = shards.get(handler)
-        if shard is None:
-            shard = shards[handler] = _Shard()
-        return shard
-
     def describe(self) -> list[Metric]:
-        return self._families({})
+        return self._families([])
 
     def collect(self) -> list[Metric]:
-        merged: dict[str, _Shard] = {}
-        with self._lock:
-            shards = [dict(s) for s in self._shards]
-        for by_handler in shards:
-            for handler, shard in by_handler.items():
-                total = merged.get(handler)
-                if total is None:
-                    total = merged[handler] = _Shard()
-                for code, n in list(shard.codes.items()):
-                    total.codes[code] = total.codes.get(code, 0) + n
-                pairs = zip(total.duration, shard.duration, strict=True)
-                total.duration = [a + b for a, b in pairs]
-                total.duration_sum += shard.duration_sum
-                total.in_flight += shard.in_flight
-                for mine, theirs in zip(total.sizes, shard.sizes, strict=True):
-                    mine[:] = [a + b for a, b in zip(mine, theirs, strict=True)]
-        return self._families(merged)
+        return self._families(self.meter.snapshot())
 
-    def _families(self, merged: dict[str, _Shard]) -> list[Metric]:
+    def _families(self, merged: list[_Figures]) -> list[Metric]:
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -185,15 +128,13 @@ class _Series:
         in_flight = GaugeMetricFamily(
             name("in_flight"), "Executions running now.", labels=["handler"]
         )
-        for handler, shard in sorted(merged.items()):
-            for code, n in sorted(shard.codes.items()):
-                requests.add_metric([str(int(code)), handler], n)
-            duration.add_metric(
-                [handler], _cumulative(_DURATION_BUCKETS, shard.duration), shard.duration_sum
-            )
-            for family, sizes in ((request_size, shard.sizes[0]), (response_size, shard.sizes[1])):
+        for handler, codes, durations, duration_sum, running, req, resp in merged:
+            for code, n in sorted(codes.items()):
+                requests.add_metric([str(code), handler], n)
+            duration.add_metric([handler], _cumulative(_DURATION_BUCKETS, durations), duration_sum)
+            for family, sizes in ((request_size, req), (response_size, resp)):
                 family.add_metric([handler], _cumulative(_SIZE_BUCKETS, sizes[:-1]), sizes[-1])
-            in_flight.add_metric([handler], shard.in_flight)
+            in_flight.add_metric([handler], running)
         return [requests, duration, request_size, response_size, in_flight]
 
 
@@ -236,42 +177,26 @@ def prometheus(
         if series is None:
             series = by_name[(namespace, subsystem)] = _Series(registry, namespace, subsystem)
 
+    meter = series.meter
+
     def adapter(handler: Handler) -> Handler:
-        # Written out rather than through _wrap.around: this runs on every job of a benchmark.
-        if is_async_handler(handler):
-            async_handler = cast(Callable[[Job], Awaitable[object]], handler)
+        if not is_async_handler(handler):
+            return cast(Handler, meter.wrap(handler, ignored))
+        async_handler = cast(Callable[[Job], Awaitable[object]], handler)
 
-            async def measured_async(job: Job) -> object:
-                if job.handler in ignored:
-                    return await async_handler(job)
-                children = series.of(job.handler)
-                children.in_flight += 1
-                started = _perf_counter()
-                try:
-                    result = await async_handler(job)
-                except BaseException as exc:
-                    children.finish(job, started, exc)
-                    raise
-                children.finish(job, started, None)
-                return result
-
-            return measured_async
-
-        def measured(job: Job) -> object:
+        async def measured_async(job: Job) -> object:
             if job.handler in ignored:
-                return handler(job)
-            children = series.of(job.handler)
-            children.in_flight += 1
-            started = _perf_counter()
+                return await async_handler(job)
+            started = meter.start(job.handler)
             try:
-                result = handler(job)
+                result = await async_handler(job)
             except BaseException as exc:
-                children.finish(job, started, exc)
+                meter.finish_async(job, started, exc)
                 raise
-            children.finish(job, started, None)
+            meter.finish_async(job, started)
             return result
 
-        return measured
+        return measured_async
 
     return adapter
 

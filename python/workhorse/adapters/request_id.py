@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextvars
-import itertools
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+from workhorse import _core
 from workhorse.adapters.keys import REQUEST_ID
 from workhorse.job import Job
 from workhorse.middleware import Adapter, Handler, is_async_handler
@@ -16,16 +16,15 @@ from workhorse.queue.context import add_provider
 
 __all__ = ["new_request_id", "request_id"]
 
-# 64 random bits per process and a counter: unique across processes like a uuid4, but a counter
-# step instead of 16 bytes from the OS per execution. Re-drawn in a forked child.
-_prefix = os.urandom(8).hex()
-_counter = itertools.count(1)
 
-
+# 64 random bits per process and a counter (kept in the core, rust/src/adapters.rs): unique across
+# processes like a uuid4, but a counter step instead of 16 bytes from the OS per execution.
+# Re-drawn in a forked child.
 def _reseed() -> None:
-    global _prefix, _counter
-    _prefix = os.urandom(8).hex()
-    _counter = itertools.count(1)
+    _core.seed_request_ids(os.urandom(8).hex())
+
+
+_reseed()
 
 
 if sys.platform != "win32":  # no fork on Windows
@@ -48,7 +47,7 @@ add_provider(REQUEST_ID, _carried)
 
 def new_request_id() -> str:
     """A new 32-hex-digit request id, unique across processes."""
-    return f"{_prefix}{next(_counter):016x}"
+    return _core.new_request_id()
 
 
 def request_id(header: str = "request_id") -> Adapter:
@@ -57,27 +56,21 @@ def request_id(header: str = "request_id") -> Adapter:
         raise TypeError(f"header must be a non-empty str, got {header!r}")
 
     def adapter(handler: Handler) -> Handler:
-        # Written out rather than through _wrap.around: this runs on every job.
-        if is_async_handler(handler):
-            async_handler = cast(Callable[[Job], Awaitable[object]], handler)
+        if not is_async_handler(handler):
+            # The core's wrapper applies _ensure's rules natively (rust/src/adapters.rs).
+            return cast(
+                Handler, _core.WithRequestId(handler, header, REQUEST_ID, _current, _ensure)
+            )
+        async_handler = cast(Callable[[Job], Awaitable[object]], handler)
 
-            async def with_id_async(job: Job) -> object:
-                token = _current.set(_ensure(job, header))
-                try:
-                    return await async_handler(job)
-                finally:
-                    _current.reset(token)
-
-            return with_id_async
-
-        def with_id(job: Job) -> object:
+        async def with_id_async(job: Job) -> object:
             token = _current.set(_ensure(job, header))
             try:
-                return handler(job)
+                return await async_handler(job)
             finally:
                 _current.reset(token)
 
-        return with_id
+        return with_id_async
 
     return adapter
 
@@ -91,7 +84,7 @@ def _ensure(job: Job, header: str) -> str:
     if rid:
         return rid
     given = job.args.get(header)
-    rid = str(given) if given else f"{_prefix}{next(_counter):016x}"
+    rid = str(given) if given else _core.new_request_id()
     if values is None:
         ctx._values = {REQUEST_ID: rid}
     else:
