@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support import run
 
@@ -173,3 +175,49 @@ def test_invalid_constructor_arguments_are_rejected() -> None:
         HealthCheck(recompute_interval=-1)
     with pytest.raises(TypeError):
         HealthCheck(error_statuses="500")  # type: ignore[arg-type]
+
+
+def test_the_monotonic_clock_is_read_in_the_core_for_executions_on_many_threads() -> None:
+    import workhorse as wh
+
+    check = health(pct=0.5, minutes=1, min_count=10, recompute_interval=0)
+    with wh.Worker(concurrency=4) as worker:
+        worker.register("h", outcome)
+        worker.use(check)
+        for execution in [worker.perform(Job("h")) for _ in range(100)]:
+            execution.wait(5)
+        assert check.status == 200
+        jobs = [Job("h", {"fail": n % 5 != 0}) for n in range(300)]  # 240 of 400 fail
+        for execution in [worker.perform(job) for job in jobs]:
+            execution.wait(5)
+    assert check.status == 500
+    assert check._tally.totals(time.monotonic()) == (400, 240)
+
+
+def test_by_count_on_the_monotonic_clock_forgets_older_executions() -> None:
+    check = health(pct=0.5, last_n=10, min_count=10, recompute_interval=0)
+    h = adapt(apply_status_rules(outcome), check)
+    runs(h, failed=10)
+    assert check.status == 500
+    runs(h, ok=10)
+    assert check.status == 200
+
+
+def test_a_cycle_through_the_tallied_handler_is_collected() -> None:
+    import gc
+    import weakref
+
+    class Service:
+        def __init__(self) -> None:
+            self.check = health()
+            self.chain = self.check.adapter(self.handle)
+
+        def handle(self, job: Job) -> None:
+            return None
+
+    service = Service()
+    run(service.chain, Job("h"))
+    gone = weakref.ref(service)
+    del service
+    gc.collect()
+    assert gone() is None

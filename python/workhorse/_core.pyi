@@ -32,6 +32,8 @@ __all__ = [
     "Meter",
     "Measured",
     "WithRequestId",
+    "HealthTally",
+    "Tallied",
     "new_request_id",
     "seed_request_ids",
     "CoreError",
@@ -168,6 +170,32 @@ class WithRequestId:
         var: Any,
         ensure: Callable[[Any, str], str],
     ) -> Self: ...
+    def __call__(self, job: Any) -> object: ...
+
+@final
+class HealthTally:
+    """The counting half of a health check (rust/src/adapters.rs)."""
+
+    def __new__(
+        cls, errors: frozenset[int], clock: Callable[[], float] | None, next: float
+    ) -> Self: ...
+    def by_window(self, minutes: float) -> None: ...
+    def by_count(self, last_n: int) -> None: ...
+    def record(self, status: int) -> float | None: ...
+    def take_due(self, now: float) -> bool: ...
+    def set_next(self, next: float) -> None: ...
+    def totals(self, now: float) -> tuple[int, int]: ...
+    def wrap(
+        self,
+        handler: Callable[[Any], object],
+        final_status: Callable[[Any, BaseException], int],
+        recompute: Callable[[float], None],
+    ) -> Tallied: ...
+
+@final
+class Tallied:
+    """A sync handler whose final statuses a health check counts (HealthTally.wrap)."""
+
     def __call__(self, job: Any) -> object: ...
 
 @disjoint_base

@@ -1,5 +1,5 @@
-//! The per-execution half of the counting adapters (issue 7): `prometheus()` and `request_id()`
-//! wrap a sync handler in a callable of the core instead of a Python function. A Python wrapper
+//! The per-execution half of the counting adapters (issue 7): `prometheus()`, `request_id()` and
+//! a health check wrap a sync handler in a callable of the core instead of a Python function. A Python wrapper
 //! costs a frame and a dozen attribute reads an execution (1.6 and 2.6 us in a burst,
 //! benches/RESULTS.md); these read the Job's and Context's fields natively and count into atomics
 //! that a scrape sums. What the adapters are (options, registries, metric families, the async
@@ -152,6 +152,40 @@ fn size_of(value: &Bound<'_, PyAny>) -> Option<f64> {
     None
 }
 
+/// The status code an execution ended with: its context's, or what `final_status(job, raised)`
+/// makes of what the chain raised. Also hands back the context's values, for the sizes.
+fn final_code<'py>(
+    job: &Bound<'py, PyAny>,
+    raised: Option<&Bound<'py, PyAny>>,
+    final_status: &Py<PyAny>,
+) -> PyResult<(i64, Option<Bound<'py, PyDict>>)> {
+    let py = job.py();
+    let ctx = context_of(job)?;
+    let (status, values) = match ctx.cast::<Context>() {
+        Ok(ctx) => {
+            let ctx = ctx.borrow();
+            (
+                ctx.status_ref().bind(py).clone(),
+                ctx.values_ref().map(|values| values.bind(py).clone()),
+            )
+        }
+        Err(_) => (
+            ctx.getattr(intern!(py, "_status"))?,
+            ctx.getattr(intern!(py, "_values"))?
+                .cast_into::<PyDict>()
+                .ok(),
+        ),
+    };
+    let code = match raised {
+        None => status.extract::<i64>().unwrap_or(-1),
+        Some(raised) => final_status
+            .bind(py)
+            .call1((job, raised))?
+            .extract::<i64>()?,
+    };
+    Ok((code, values))
+}
+
 /// The figures of one prometheus series set (see the module docs); `prometheus()` makes one per
 /// (registry, namespace, subsystem) and reads `snapshot()` at scrape time.
 #[pyclass(module = "workhorse._core", frozen)]
@@ -177,30 +211,7 @@ impl Meter {
         let elapsed = now_ns().saturating_sub(started) as f64 / 1e9;
         figures.duration.observe(&series.duration_bounds, elapsed);
         figures.in_flight.fetch_sub(1, Relaxed);
-        let ctx = context_of(job)?;
-        let (status, values) = match ctx.cast::<Context>() {
-            Ok(ctx) => {
-                let ctx = ctx.borrow();
-                (
-                    ctx.status_ref().bind(py).clone(),
-                    ctx.values_ref().map(|values| values.bind(py).clone()),
-                )
-            }
-            Err(_) => (
-                ctx.getattr(intern!(py, "_status"))?,
-                ctx.getattr(intern!(py, "_values"))?
-                    .cast_into::<PyDict>()
-                    .ok(),
-            ),
-        };
-        let code = match raised {
-            None => status.extract::<i64>().unwrap_or(-1),
-            Some(raised) => self
-                .final_status
-                .bind(py)
-                .call1((job, raised))?
-                .extract::<i64>()?,
-        };
+        let (code, values) = final_code(job, raised, &self.final_status)?;
         series.count(figures, code);
         if let Some(values) = values.filter(|values| !values.is_empty()) {
             for (key, sizes) in self.size_keys.iter().zip(&figures.sizes) {
@@ -524,6 +535,270 @@ impl WithRequestId {
             visit.call(&hooks.set)?;
             visit.call(&hooks.reset)?;
             visit.call(&hooks.ensure)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.hooks = None;
+    }
+}
+
+/// `floor(a / b)` as Python's float `//` computes it, so a bucket index matches the one the
+/// Python layer (and its tests' clocks) would compute.
+fn floor_div(a: f64, b: f64) -> f64 {
+    let rem = a % b;
+    let mut div = (a - rem) / b;
+    if rem != 0.0 && ((b < 0.0) != (rem < 0.0)) {
+        div -= 1.0;
+    }
+    let floor = div.floor();
+    if div - floor > 0.5 {
+        floor + 1.0
+    } else {
+        floor
+    }
+}
+
+/// Buckets a health time window is counted in: memory stays flat at any job rate.
+const HEALTH_BUCKETS: f64 = 60.0;
+
+/// What a health check judges by.
+enum Judged {
+    /// The last minutes, in buckets of `width` seconds: (index, executions, errors).
+    Window {
+        width: f64,
+        buckets: std::collections::VecDeque<(f64, u64, u64)>,
+    },
+    /// The last `len` executions: whether each failed, and how many did.
+    Count {
+        len: usize,
+        last: std::collections::VecDeque<bool>,
+        errors: u64,
+    },
+}
+
+struct Tally {
+    judged: Judged,
+    /// When the status is next recomputed (the clock's seconds); +inf while a recompute that
+    /// `record` or `take_due` handed out is under way.
+    next: f64,
+}
+
+/// The counting half of a health check (python/workhorse/adapters/health.py keeps the rules,
+/// the status and its log lines): every final status recorded, the window's or the last
+/// executions' totals, and when the next recompute is due.
+#[pyclass(module = "workhorse._core", frozen)]
+pub(crate) struct HealthTally {
+    errors: FxHashSet<i64>,
+    /// The check's clock when it is not time.monotonic (read natively then).
+    clock: Option<Py<PyAny>>,
+    tally: Mutex<Tally>,
+}
+
+impl HealthTally {
+    fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        match &self.clock {
+            None => Ok(now_ns() as f64 / 1e9),
+            Some(clock) => clock.bind(py).call0()?.extract::<f64>(),
+        }
+    }
+
+    /// Count one final status; the time, when a recompute is now due (handed to this caller
+    /// alone).
+    fn count(&self, py: Python<'_>, code: i64) -> PyResult<Option<f64>> {
+        let failed = self.errors.contains(&code);
+        let now = self.now(py)?;
+        let mut tally = self.tally.lock();
+        match &mut tally.judged {
+            Judged::Window { width, buckets } => {
+                let index = floor_div(now, *width);
+                match buckets.back_mut() {
+                    Some(last) if last.0 == index => {
+                        last.1 += 1;
+                        last.2 += u64::from(failed);
+                    }
+                    _ => buckets.push_back((index, 1, u64::from(failed))),
+                }
+            }
+            Judged::Count { len, last, errors } => {
+                if last.len() == *len {
+                    *errors -= u64::from(last.pop_front().unwrap_or(false));
+                }
+                last.push_back(failed);
+                *errors += u64::from(failed);
+            }
+        }
+        Ok(take_due(&mut tally, now))
+    }
+}
+
+fn take_due(tally: &mut Tally, now: f64) -> Option<f64> {
+    if now >= tally.next {
+        tally.next = f64::INFINITY;
+        Some(now)
+    } else {
+        None
+    }
+}
+
+#[pymethods]
+impl HealthTally {
+    #[new]
+    fn new(errors: FxHashSet<i64>, clock: Option<Py<PyAny>>, next: f64) -> Self {
+        HealthTally {
+            errors,
+            clock,
+            tally: Mutex::new(Tally {
+                judged: Judged::Count {
+                    len: 1,
+                    last: Default::default(),
+                    errors: 0,
+                },
+                next,
+            }),
+        }
+    }
+
+    /// Judge by a time window of `minutes` (counts start again).
+    fn by_window(&self, minutes: f64) -> PyResult<()> {
+        let width = minutes * 60.0 / HEALTH_BUCKETS;
+        if !(width.is_finite() && width > 0.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "minutes must be > 0 and finite, got {minutes}"
+            )));
+        }
+        self.tally.lock().judged = Judged::Window {
+            width,
+            buckets: Default::default(),
+        };
+        Ok(())
+    }
+
+    /// Judge by the last `last_n` executions (counts start again).
+    fn by_count(&self, last_n: usize) -> PyResult<()> {
+        if last_n == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "last_n must be >= 1, got 0",
+            ));
+        }
+        self.tally.lock().judged = Judged::Count {
+            len: last_n,
+            last: std::collections::VecDeque::with_capacity(last_n.min(1 << 16)),
+            errors: 0,
+        };
+        Ok(())
+    }
+
+    /// Count one final status; returns the time when a recompute is due (to this caller only).
+    fn record(&self, py: Python<'_>, status: i64) -> PyResult<Option<f64>> {
+        self.count(py, status)
+    }
+
+    /// Whether a recompute is due at `now`; true to this caller only.
+    fn take_due(&self, now: f64) -> bool {
+        take_due(&mut self.tally.lock(), now).is_some()
+    }
+
+    /// The next recompute is at `next`.
+    fn set_next(&self, next: f64) {
+        self.tally.lock().next = next;
+    }
+
+    /// (executions, errors) judged at `now`: the window's buckets older than it are dropped.
+    fn totals(&self, now: f64) -> (u64, u64) {
+        let mut tally = self.tally.lock();
+        match &mut tally.judged {
+            Judged::Window { width, buckets } => {
+                let oldest = floor_div(now, *width) - HEALTH_BUCKETS;
+                while buckets.front().is_some_and(|b| b.0 <= oldest) {
+                    buckets.pop_front();
+                }
+                buckets.iter().fold((0, 0), |(n, e), b| (n + b.1, e + b.2))
+            }
+            Judged::Count { last, errors, .. } => (last.len() as u64, *errors),
+        }
+    }
+
+    /// A sync handler wrapped so each final status is counted; `recompute(now)` is called when
+    /// a recompute is due.
+    fn wrap(
+        slf: Py<Self>,
+        handler: Py<PyAny>,
+        final_status: Py<PyAny>,
+        recompute: Py<PyAny>,
+    ) -> Tallied {
+        Tallied {
+            hooks: Some(TallyHooks {
+                tally: slf,
+                handler,
+                final_status,
+                recompute,
+            }),
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.clock)
+    }
+}
+
+/// A sync handler whose final statuses a health check counts (`HealthTally.wrap`).
+#[pyclass(module = "workhorse._core", weakref)]
+pub(crate) struct Tallied {
+    /// None once the collector cleared it.
+    hooks: Option<TallyHooks>,
+}
+
+struct TallyHooks {
+    tally: Py<HealthTally>,
+    handler: Py<PyAny>,
+    final_status: Py<PyAny>,
+    recompute: Py<PyAny>,
+}
+
+#[pymethods]
+impl Tallied {
+    fn __call__(slf: &Bound<'_, Self>, job: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        // Nothing is borrowed while Python code runs (the handler may drop this wrapper).
+        let (tally, handler, final_status, recompute) = {
+            let me = slf.borrow();
+            let hooks = me
+                .hooks
+                .as_ref()
+                .ok_or_else(|| PyErr::from(crate::errors::Error::Stopped))?;
+            (
+                hooks.tally.clone_ref(py),
+                hooks.handler.clone_ref(py),
+                hooks.final_status.clone_ref(py),
+                hooks.recompute.clone_ref(py),
+            )
+        };
+        let result = handler.bind(py).call1((&job,));
+        // As the Python wrapper: what counting raises replaces the handler's error.
+        let raised = result.as_ref().err().map(|err| err.value(py).clone());
+        let (code, _) = final_code(&job, raised.as_ref().map(|r| r.as_any()), &final_status)?;
+        if let Some(now) = tally.get().count(py, code)? {
+            recompute.bind(py).call1((now,))?;
+        }
+        Ok(result?.unbind())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let handler = match &self.hooks {
+            Some(hooks) => hooks.handler.bind(py).repr()?.to_string(),
+            None => "None".into(),
+        };
+        Ok(format!("<health-tallied {handler}>"))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(hooks) = &self.hooks {
+            visit.call(&hooks.tally)?;
+            visit.call(&hooks.handler)?;
+            visit.call(&hooks.final_status)?;
+            visit.call(&hooks.recompute)?;
         }
         Ok(())
     }

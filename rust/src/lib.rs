@@ -2,7 +2,7 @@
 //!
 //! sources (timers.rs, channel.rs receive loops, queue/ consumers) -> dispatch/ (permits, ready
 //! lanes) -> Python executors; onramp.rs paces ConcurrentJob; runtime.rs owns the tokio runtime;
-//! adapters.rs is the per-execution half of the counting adapters (prometheus, request_id).
+//! adapters.rs is the per-execution half of the counting adapters (prometheus, request_id, health).
 
 mod adapters;
 mod channel;
@@ -42,6 +42,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<adapters::Meter>()?;
     m.add_class::<adapters::Measured>()?;
     m.add_class::<adapters::WithRequestId>()?;
+    m.add_class::<adapters::HealthTally>()?;
+    m.add_class::<adapters::Tallied>()?;
     m.add_function(wrap_pyfunction!(adapters::seed_request_ids, m)?)?;
     m.add_function(wrap_pyfunction!(adapters::new_request_id, m)?)?;
     m.add_class::<channel::Channel>()?;

@@ -6,14 +6,14 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import cast
 
-from workhorse import _checks
+from workhorse import _checks, _core
 from workhorse.adapters._wrap import around, final_status
 from workhorse.job import Job
-from workhorse.middleware import Handler
+from workhorse.middleware import Handler, is_async_handler
 from workhorse.status import Status
 
 __all__ = ["HealthCheck", "health"]
@@ -21,7 +21,6 @@ __all__ = ["HealthCheck", "health"]
 logger = logging.getLogger("workhorse")
 
 OK, DOWN = 200, 500
-_BUCKETS = 60  # a time window is counted in 60 buckets: memory stays flat at any job rate
 _FINAL = frozenset(int(s) for s in Status if s != Status.UNKNOWN)
 
 
@@ -97,7 +96,11 @@ class HealthCheck:
         self._clock = clock
         self._lock = threading.Lock()
         self._status = OK
-        self._next = now + self._interval
+        # The counting is the core's (rust/src/adapters.rs): the window's buckets or the last
+        # executions, and when the next recompute is due. It reads time.monotonic natively.
+        self._tally = _core.HealthTally(
+            self._errors, None if clock is time.monotonic else clock, now + self._interval
+        )
         self.error_percentage()
 
     def error_percentage(
@@ -109,9 +112,7 @@ class HealthCheck:
         min_count = _count("min_count", min_count, 0)
         with self._lock:
             self._pct, self._min = pct, min_count
-            self._width = minutes * 60.0 / _BUCKETS
-            self._buckets: deque[list[int]] = deque()  # [bucket index, executions, errors]
-            self._last: deque[bool] | None = None
+            self._tally.by_window(minutes)
         return self
 
     def error_percentage_by_count(
@@ -125,64 +126,39 @@ class HealthCheck:
             raise ValueError(f"min_count ({min_count}) can never be reached with last_n={last_n}")
         with self._lock:
             self._pct, self._min = pct, min_count
-            self._last = deque(maxlen=last_n)
-            self._last_errors = 0
+            self._tally.by_count(last_n)
         return self
 
     def record(self, status: int) -> None:
         """Count one final status (the adapter calls this after every execution)."""
-        failed = int(status) in self._errors
-        now = self._clock()
-        with self._lock:
-            last = self._last
-            if last is not None:
-                if len(last) == last.maxlen:
-                    self._last_errors -= last[0]
-                last.append(failed)
-                self._last_errors += failed
-            else:
-                index = int(now // self._width)
-                buckets = self._buckets
-                if buckets and buckets[-1][0] == index:
-                    buckets[-1][1] += 1
-                    buckets[-1][2] += failed
-                else:
-                    buckets.append([index, 1, int(failed)])
-            if now >= self._next:
-                self._recompute(now)
+        now = self._tally.record(int(status))
+        if now is not None:
+            self._recompute(now)
 
     def _recompute(self, now: float) -> None:
-        self._next = now + self._interval
-        if self._last is not None:
-            total, errors = len(self._last), self._last_errors
-        else:
-            buckets = self._buckets
-            oldest = int(now // self._width) - _BUCKETS
-            while buckets and buckets[0][0] <= oldest:
-                buckets.popleft()
-            total = sum(b[1] for b in buckets)
-            errors = sum(b[2] for b in buckets)
-        share = errors / total if total else 0.0
-        status = DOWN if total >= self._min and share > self._pct else OK
-        if status != self._status:
-            log = logger.error if status == DOWN else logger.info
-            log(
-                "health %s: %d of %d recent executions failed (allowed %.0f%%)",
-                "DOWN" if status == DOWN else "OK",
-                errors,
-                total,
-                self._pct * 100,
-            )
-        self._status = status
+        # Called by whoever the tally told a recompute is due (one caller at a time).
+        with self._lock:
+            self._tally.set_next(now + self._interval)
+            total, errors = self._tally.totals(now)
+            share = errors / total if total else 0.0
+            status = DOWN if total >= self._min and share > self._pct else OK
+            if status != self._status:
+                log = logger.error if status == DOWN else logger.info
+                log(
+                    "health %s: %d of %d recent executions failed (allowed %.0f%%)",
+                    "DOWN" if status == DOWN else "OK",
+                    errors,
+                    total,
+                    self._pct * 100,
+                )
+            self._status = status
 
     @property
     def status(self) -> int:
         """200 or 500; recomputed first when recompute_interval has passed."""
         now = self._clock()
-        if now >= self._next:
-            with self._lock:
-                if now >= self._next:
-                    self._recompute(now)
+        if self._tally.take_due(now):
+            self._recompute(now)
         return self._status
 
     @status.setter
@@ -198,6 +174,9 @@ class HealthCheck:
 
     def adapter(self, handler: Handler) -> Handler:
         """Adapter recording every final status into this health check."""
+        if not is_async_handler(handler):
+            # The core counts (rust/src/adapters.rs), with no Python frame an execution.
+            return cast(Handler, self._tally.wrap(handler, final_status, self._recompute))
 
         def after(job: Job, _: None, raised: BaseException | None) -> None:
             self.record(final_status(job, raised))
