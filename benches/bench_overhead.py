@@ -7,7 +7,9 @@ For an empty handler it times, per execution:
 - `worker.perform(job, sync=True)` in the caller's thread (no hand-off to another thread);
 - a burst of `worker.perform(job)` at concurrency 10 (as in bench_burst.py), drained by the
   executor threads (sync) or the worker's asyncio lane (async): time per execution in throughput;
-- the same with the prometheus and request_id adapters.
+- the same with the prometheus and request_id adapters;
+- each counting adapter (prometheus, request_id, health) called directly around the status
+  rules, beyond the status rules alone.
 The overhead is the per-execution time minus the bare loop's (issue 7's goal: <= 1 us sync).
 """
 
@@ -78,6 +80,37 @@ def burst(worker: wh.Worker, name: str, n: int) -> Callable[[], None]:
     return run
 
 
+def adapter_costs(n: int, repeat: int) -> list[tuple[str, float]]:
+    """Each counting adapter around the status rules, called directly on a fresh Job: seconds
+    per execution beyond the status rules alone (issue 7: well under 1 us an adapter)."""
+    from prometheus_client import CollectorRegistry
+
+    from workhorse.adapters import health, prometheus, request_id
+    from workhorse.middleware import apply_status_rules
+
+    ruled = apply_status_rules(noop)
+
+    def cost(adapters: tuple[wh.Adapter, ...]) -> float:
+        handler = wh.adapt(ruled, *adapters) if adapters else ruled
+
+        def run() -> None:
+            for _ in range(n):
+                handler(wh.Job("noop"))
+
+        return per_call(run, n, repeat)
+
+    base = cost(())
+    return [
+        ("prometheus", cost((prometheus(registry=CollectorRegistry()),)) - base),
+        ("request_id", cost((request_id(),)) - base),
+        ("health", cost((health(),)) - base),
+        (
+            "prometheus + request_id",
+            cost((prometheus(registry=CollectorRegistry()), request_id())) - base,
+        ),
+    ]
+
+
 def make_worker(adapters: tuple[wh.Adapter, ...] = ()) -> wh.Worker:
     worker = wh.Worker(concurrency=10, adapters=adapters)
     worker.register("noop", noop)
@@ -128,7 +161,9 @@ def main() -> None:
             )
         )
         adapted.stop(5)
+        costs = adapter_costs(n, max(r, 5))
     except ImportError as exc:
+        costs = []
         print(f"(adapter rows skipped: {exc})")
 
     print(f"overhead per execution, empty handler, {n:,} executions, best of {r}")
@@ -136,6 +171,10 @@ def main() -> None:
     print(f"  bare loop awaiting the async handler      {floor_async * 1e6:8.3f} us")
     for name, seconds, floor in rows:
         print(f"  {name:<46} {seconds * 1e6:8.3f} us  overhead {(seconds - floor) * 1e6:7.3f} us")
+    if costs:
+        print("  each adapter around the status rules, called directly on a fresh Job:")
+    for name, seconds in costs:
+        print(f"    {name:<44} {seconds * 1e6:8.3f} us")
     sync_burst = rows[1][1] - floor_sync
     verdict = "ok" if sync_burst <= 1e-6 else "MISSED"
     print(f"  goal: sync overhead <= 1 us: {sync_burst * 1e6:.3f} us  {verdict}")

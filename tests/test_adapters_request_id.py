@@ -156,3 +156,15 @@ def test_a_cycle_through_the_wrapped_handler_is_collected() -> None:
     del service
     gc.collect()
     assert gone() is None
+
+
+def test_the_wrappers_of_the_core_name_their_handler() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from workhorse.adapters import health, prometheus
+
+    def send_email(job: Job) -> None:
+        return None
+
+    for adapter in (request_id(), prometheus(registry=CollectorRegistry()), health()):
+        assert "send_email" in repr(adapter(send_email))

@@ -186,6 +186,15 @@ fn final_code<'py>(
     Ok((code, values))
 }
 
+/// `<what handler>`: the repr of a wrapper of the core around a handler.
+fn wrapper_repr(py: Python<'_>, what: &str, handler: Option<&Py<PyAny>>) -> PyResult<String> {
+    let handler = match handler {
+        Some(handler) => handler.bind(py).repr()?.to_string(),
+        None => "None".into(),
+    };
+    Ok(format!("<{what} {handler}>"))
+}
+
 /// The figures of one prometheus series set (see the module docs); `prometheus()` makes one per
 /// (registry, namespace, subsystem) and reads `snapshot()` at scrape time.
 #[pyclass(module = "workhorse._core", frozen)]
@@ -363,11 +372,7 @@ impl Measured {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let handler = match &self.handler {
-            Some(handler) => handler.bind(py).repr()?.to_string(),
-            None => "None".into(),
-        };
-        Ok(format!("<prometheus-measured {handler}>"))
+        wrapper_repr(py, "prometheus-measured", self.handler.as_ref())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -522,11 +527,11 @@ impl WithRequestId {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let handler = match &self.hooks {
-            Some(hooks) => hooks.handler.bind(py).repr()?.to_string(),
-            None => "None".into(),
-        };
-        Ok(format!("<request_id {handler}>"))
+        wrapper_repr(
+            py,
+            "request_id",
+            self.hooks.as_ref().map(|hooks| &hooks.handler),
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -786,11 +791,11 @@ impl Tallied {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let handler = match &self.hooks {
-            Some(hooks) => hooks.handler.bind(py).repr()?.to_string(),
-            None => "None".into(),
-        };
-        Ok(format!("<health-tallied {handler}>"))
+        wrapper_repr(
+            py,
+            "health-tallied",
+            self.hooks.as_ref().map(|hooks| &hooks.handler),
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
