@@ -77,6 +77,10 @@ pub(crate) struct Execution {
 }
 
 impl Execution {
+    pub(crate) fn job_ref(&self) -> &Py<PyAny> {
+        &self.job
+    }
+
     fn past_deadline(&self, py: Python<'_>) -> bool {
         self.ctx.as_ref().is_some_and(|ctx| {
             ctx.bind(py)

@@ -253,8 +253,15 @@ impl ExecPath {
         execution: &Bound<'py, PyAny>,
         due: f64,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let job = execution.getattr(intern!(py, "job"))?;
-        let name = job.getattr(intern!(py, "handler"))?;
+        // Field reads, not attribute lookups: this runs once per `perform`.
+        let job = match execution.cast::<Execution>() {
+            Ok(execution) => execution.borrow().job_ref().bind(py).clone(),
+            Err(_) => execution.getattr(intern!(py, "job"))?,
+        };
+        let name = match job.cast::<Job>() {
+            Ok(job) => job.borrow().handler_ref().bind(py).clone().into_any(),
+            Err(_) => job.getattr(intern!(py, "handler"))?,
+        };
         let chain = match self.hooks().map(|h| h.chains.bind(py))?.get_item(&name)? {
             Some(chain) => chain,
             None => self.hooks().map(|h| h.chain.bind(py))?.call1((&name,))?,
