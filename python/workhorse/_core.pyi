@@ -14,6 +14,7 @@ __all__ = [
     "Context",
     "Execution",
     "Schedule",
+    "Repeat",
     "Job",
     "Dispatcher",
     "ExecPath",
@@ -448,6 +449,29 @@ class Dispatcher:
     @property
     def queue_failure(self) -> str | None: ...
     def figures(self) -> dict[str, Any]: ...
+
+@final
+class Repeat:
+    """The record of an interval or receive schedule, or of a queue consumer (job and handler
+    None: each claimed job names its handler)."""
+
+    @property
+    def job(self) -> Job | None: ...
+    @property
+    def handler(self) -> Callable[[Job], object] | None: ...
+    @property
+    def is_async(self) -> bool: ...
+    @property
+    def schedule(self) -> Schedule: ...
+    @property
+    def receives(self) -> bool: ...
+    def __new__(
+        cls,
+        job: Job | None,
+        handler: Callable[[Job], object] | None,
+        is_async: bool,
+        schedule: Schedule,
+    ) -> Self: ...
 
 @final
 class ExecPath:

@@ -27,7 +27,7 @@ from workhorse import _core
 from workhorse._future import LazyFuture
 from workhorse.adapters.keys import REQUEST_ID as REQUEST_ID_KEY
 from workhorse.errors import WorkerFailed, WorkerStopped
-from workhorse.execution import Execution, Schedule
+from workhorse.execution import Execution
 from workhorse.job import Context, Job
 from workhorse.middleware import Handler, record_error
 from workhorse.queue.job import QueueJob
@@ -50,24 +50,9 @@ _running_jobs: dict[int, Context] = {}
 _settle = _core.settle
 
 
-class _Repeat:
-    """A record of an interval or receive schedule, or of a queue consumer (job and handler None:
-    each claimed job names its handler).
-
-    An interval's executions run on the job itself, each with a fresh Context (go-work's
-    semantics; one that overlaps a running one gets a fork, see Worker._begin); a receive
-    schedule's each run on a copy carrying its item at args["received_data"]."""
-
-    __slots__ = ("job", "handler", "is_async", "schedule", "receives")
-
-    def __init__(
-        self, job: Job | None, handler: Handler | None, is_async: bool, schedule: Schedule
-    ) -> None:
-        self.job = job
-        self.handler = handler
-        self.is_async = is_async
-        self.schedule = schedule
-        self.receives = schedule.kind == "receive"
+# The record of an interval or receive schedule, or of a queue consumer (job and handler None):
+# a Rust object (rust/src/execution.rs) whose job and handler the executor loop reads as fields.
+_Repeat = _core.Repeat
 
 
 class _Call(LazyFuture[Any]):

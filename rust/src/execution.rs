@@ -567,3 +567,69 @@ impl Schedule {
         self.execution = None;
     }
 }
+
+/// The record of an interval or receive schedule, or of a queue consumer (job and handler None:
+/// each claimed job names its handler), as the dispatcher holds it for every execution.
+///
+/// An interval's executions run on the job itself, each with a fresh Context (go-work's
+/// semantics; one that overlaps a running one gets a fork); a receive schedule's each run on a
+/// copy carrying its item at `args["received_data"]`. A Rust object so the executor loop reads
+/// an interval tick's job and handler as fields.
+#[pyclass(module = "workhorse._core")]
+pub(crate) struct Repeat {
+    #[pyo3(get)]
+    job: Option<Py<PyAny>>,
+    #[pyo3(get)]
+    handler: Option<Py<PyAny>>,
+    #[pyo3(get)]
+    is_async: bool,
+    #[pyo3(get)]
+    schedule: Option<Py<PyAny>>,
+    /// A receive schedule's: each execution runs on a copy of the job with its item.
+    #[pyo3(get)]
+    receives: bool,
+}
+
+impl Repeat {
+    /// Its job and handler (None for a queue consumer's record, or once cleared).
+    pub(crate) fn job_and_handler(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
+        Some((
+            self.job.as_ref()?.clone_ref(py),
+            self.handler.as_ref()?.clone_ref(py),
+        ))
+    }
+}
+
+#[pymethods]
+impl Repeat {
+    #[new]
+    fn new(
+        job: Option<Py<PyAny>>,
+        handler: Option<Py<PyAny>>,
+        is_async: bool,
+        schedule: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let receives = schedule
+            .getattr(intern!(schedule.py(), "kind"))?
+            .eq("receive")?;
+        Ok(Repeat {
+            job,
+            handler,
+            is_async,
+            schedule: Some(schedule.unbind()),
+            receives,
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.job)?;
+        visit.call(&self.handler)?;
+        visit.call(&self.schedule)
+    }
+
+    fn __clear__(&mut self) {
+        self.job = None;
+        self.handler = None;
+        self.schedule = None;
+    }
+}

@@ -51,6 +51,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<job::Job>()?;
     m.add_class::<execution::Execution>()?;
     m.add_class::<execution::Schedule>()?;
+    m.add_class::<execution::Repeat>()?;
     m.add_class::<dispatch::Dispatcher>()?;
     m.add_class::<dispatch::ExecPath>()?;
     m.add_class::<onramp::OnRamp>()?;

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 const UNAVAILABLE: i32 = 503;
 
 /// How long the loop runs executions back to back before it releases the GIL for a moment.
-const YIELD_AFTER: Duration = Duration::from_micros(200);
+const YIELD_AFTER_NS: u64 = 200_000;
 
 /// How long a thread that holds the GIL spins for the state lock before it sleeps on it.
 const SPIN_FOR: Duration = Duration::from_micros(50);
@@ -95,10 +95,12 @@ impl Inner {
 
     /// Complete the execution this thread ran last (if the runner left that to us), then pop the
     /// next ready one; `spawn` is set when no other thread waits and the lane may grow.
+    #[allow(clippy::too_many_arguments)]
     fn turn(
         &self,
         py: Python<'_>,
         me: u64,
+        now: u64,
         last: Option<(u64, i32)>,
         busy: &mut bool,
         spawn: &mut bool,
@@ -126,7 +128,7 @@ impl Inner {
                 Next::Wait
             };
         }
-        if !Self::take_turn(&mut st, me, crate::runtime::now_ns()) {
+        if !Self::take_turn(&mut st, me, now) {
             // Should the thread taking turns be blocked in a handler after all, the watchdog
             // sees the ready work make no progress and wakes a waiting thread (this one).
             self.arm_watchdog(&mut st);
@@ -240,14 +242,16 @@ impl Inner {
         let mut last = None;
         let mut busy = false;
         let mut woken = false;
-        let mut held_since = Instant::now();
+        let mut held_since = crate::runtime::now_ns();
         loop {
-            if held_since.elapsed() >= YIELD_AFTER {
+            // One clock read a turn serves the time slice and the turn rule.
+            let now = crate::runtime::now_ns();
+            if now.saturating_sub(held_since) >= YIELD_AFTER_NS {
                 // Now and then release the GIL for a moment, between executions: threads that
                 // wait for it (the submitter, a caller collecting results) get a turn without
                 // waiting out CPython's switch interval while this one holds no execution.
                 py.detach(|| {});
-                held_since = Instant::now();
+                held_since = crate::runtime::now_ns();
             }
             // Hand the GIL over here, *before* popping, if another thread asked for it: a thread
             // that pops an execution and is then made to wait for the GIL (at the runner's first
@@ -257,7 +261,8 @@ impl Inner {
                 err.write_unraisable(py, Some(checkpoint));
             }
             let mut grow = false;
-            let ready = match self.turn(py, me, last.take(), &mut busy, &mut grow, &mut woken) {
+            let ready = match self.turn(py, me, now, last.take(), &mut busy, &mut grow, &mut woken)
+            {
                 Next::Run(ready) => ready,
                 Next::Wait => {
                     woken = self.idle_wait(py, false);

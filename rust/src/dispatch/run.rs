@@ -8,7 +8,7 @@
 //! Python for anything but the handler chain: about 0.5 us a tick less than the Python path.
 
 use crate::context::Context;
-use crate::execution::Execution;
+use crate::execution::{Execution, Repeat};
 use crate::job::Job;
 use crate::runtime::{now_ns, ns_to_secs};
 use pyo3::prelude::*;
@@ -296,9 +296,23 @@ impl ExecPath {
     /// the status to complete it with.
     pub(super) fn run_tick(&self, py: Python<'_>, record: &Bound<'_, PyAny>, due: f64) -> i32 {
         let result = (|| -> PyResult<i32> {
-            let job = record.getattr(intern!(py, "job"))?;
-            let handler = record.getattr(intern!(py, "handler"))?;
-            let ctx = self.run(py, job, &handler, Some(due), None, None)?;
+            let (job, handler) = match record.cast::<Repeat>() {
+                Ok(record) => record.borrow().job_and_handler(py).ok_or_else(|| {
+                    PyErr::from(crate::errors::Error::Stopped) // a queue consumer's, or cleared
+                })?,
+                Err(_) => (
+                    record.getattr(intern!(py, "job"))?.unbind(),
+                    record.getattr(intern!(py, "handler"))?.unbind(),
+                ),
+            };
+            let ctx = self.run(
+                py,
+                job.into_bound(py),
+                handler.bind(py),
+                Some(due),
+                None,
+                None,
+            )?;
             let status = ctx.borrow().status_ref().clone_ref(py);
             status.bind(py).extract::<i32>()
         })();
