@@ -7,6 +7,7 @@
 //! (gc.rs). Status handling stays Python: `ctx.status = code` goes through
 //! `workhorse.status.as_status`, and the members are the Python `Status` enum's.
 
+use crate::fields;
 use crate::runtime::{now_ns, ns_to_secs};
 use crate::waiting::{end_of, Waiters};
 use pyo3::prelude::*;
@@ -150,16 +151,6 @@ impl Context {
     }
 }
 
-fn some_or_none(py: Python<'_>, value: &Option<Py<PyAny>>) -> Py<PyAny> {
-    value
-        .as_ref()
-        .map_or_else(|| py.None(), |value| value.clone_ref(py))
-}
-
-fn none_to_option(value: Bound<'_, PyAny>) -> Option<Py<PyAny>> {
-    (!value.is_none()).then(|| value.unbind())
-}
-
 #[pymethods]
 impl Context {
     #[new]
@@ -271,19 +262,17 @@ impl Context {
 
     #[setter(_values)]
     fn set_raw_values(slf: &Bound<'_, Self>, values: Option<Py<PyDict>>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().values, values);
-        drop(old); // after the borrow: freeing the old values may run Python code
+        fields::replace(slf, |me| &mut me.values, values);
     }
 
     #[getter]
     fn error(&self, py: Python<'_>) -> Py<PyAny> {
-        some_or_none(py, &self.error)
+        fields::some_or_none(py, &self.error)
     }
 
     #[setter]
     fn set_error(slf: &Bound<'_, Self>, error: Bound<'_, PyAny>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().error, none_to_option(error));
-        drop(old); // after the borrow: freeing it may run Python code
+        fields::replace(slf, |me| &mut me.error, fields::none_to_option(error));
     }
 
     /// True once the worker stopped or the deadline passed: a handler should wrap up.
@@ -294,25 +283,23 @@ impl Context {
 
     #[getter(_trace)]
     fn raw_trace(&self, py: Python<'_>) -> Py<PyAny> {
-        some_or_none(py, &self.trace)
+        fields::some_or_none(py, &self.trace)
     }
 
     #[setter(_trace)]
     fn set_raw_trace(slf: &Bound<'_, Self>, trace: Bound<'_, PyAny>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().trace, none_to_option(trace));
-        drop(old); // after the borrow: freeing it may run Python code
+        fields::replace(slf, |me| &mut me.trace, fields::none_to_option(trace));
     }
 
     /// A `wh.Result` a queued job's handler returned.
     #[getter(_result)]
     fn raw_result(&self, py: Python<'_>) -> Py<PyAny> {
-        some_or_none(py, &self.result)
+        fields::some_or_none(py, &self.result)
     }
 
     #[setter(_result)]
     fn set_raw_result(slf: &Bound<'_, Self>, result: Bound<'_, PyAny>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().result, none_to_option(result));
-        drop(old); // after the borrow: freeing it may run Python code
+        fields::replace(slf, |me| &mut me.result, fields::none_to_option(result));
     }
 
     /// Mark the execution cancelled and wake handlers blocked in wait_cancelled().

@@ -10,6 +10,7 @@
 //! interval or receive schedule (one per `perform_in`, a million pending is a use case).
 
 use crate::context::Context;
+use crate::fields;
 use crate::runtime::{now_ns, ns_to_secs};
 use crate::waiting::{end_of, Waiters};
 use pyo3::prelude::*;
@@ -228,8 +229,7 @@ impl Execution {
 
     #[setter(job)]
     fn set_job(slf: &Bound<'_, Self>, job: Py<PyAny>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().job, job);
-        drop(old);
+        fields::replace(slf, |me| &mut me.job, job);
     }
 
     #[getter(_ctx)]
@@ -239,8 +239,7 @@ impl Execution {
 
     #[setter(_ctx)]
     fn set_raw_ctx(slf: &Bound<'_, Self>, ctx: Option<Py<Context>>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().ctx, ctx);
-        drop(old);
+        fields::replace(slf, |me| &mut me.ctx, ctx);
     }
 
     #[getter]
@@ -250,8 +249,7 @@ impl Execution {
 
     #[setter(schedule)]
     fn set_schedule(slf: &Bound<'_, Self>, schedule: Option<Py<Schedule>>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().schedule, schedule);
-        drop(old);
+        fields::replace(slf, |me| &mut me.schedule, schedule);
     }
 
     /// The final status once done; TIMEOUT once the job's deadline passed; else UNKNOWN.
@@ -275,16 +273,12 @@ impl Execution {
 
     #[getter]
     fn error(&self, py: Python<'_>) -> Py<PyAny> {
-        self.error
-            .as_ref()
-            .map_or_else(|| py.None(), |e| e.clone_ref(py))
+        fields::some_or_none(py, &self.error)
     }
 
     #[setter(error)]
     fn set_error(slf: &Bound<'_, Self>, error: Bound<'_, PyAny>) {
-        let error = (!error.is_none()).then(|| error.unbind());
-        let old = std::mem::replace(&mut slf.borrow_mut().error, error);
-        drop(old);
+        fields::replace(slf, |me| &mut me.error, fields::none_to_option(error));
     }
 
     fn done(&self) -> bool {
@@ -469,8 +463,7 @@ impl Schedule {
 
     #[setter(execution)]
     fn set_execution(slf: &Bound<'_, Self>, execution: Option<Py<Execution>>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().execution, execution);
-        drop(old);
+        fields::replace(slf, |me| &mut me.execution, execution);
     }
 
     /// Stop the schedule; runs already started finish. False if it had already ended.

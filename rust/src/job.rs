@@ -7,6 +7,7 @@
 //! subclasses it.
 
 use crate::context::Context;
+use crate::fields;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
@@ -250,8 +251,7 @@ impl Job {
 
     #[setter]
     fn set_args(slf: &Bound<'_, Self>, args: Py<PyDict>) {
-        let old = std::mem::replace(&mut slf.borrow_mut().args, args);
-        drop(old); // after the borrow: freeing the old args may run Python code
+        fields::replace(slf, |me| &mut me.args, args);
     }
 
     /// The current execution's Context (values set before performing are carried into it).
@@ -303,8 +303,8 @@ impl Job {
     }
 
     #[setter(_id)]
-    fn set_raw_id(&mut self, id: Bound<'_, PyAny>) {
-        self.id = (!id.is_none()).then(|| id.unbind());
+    fn set_raw_id(slf: &Bound<'_, Self>, id: Bound<'_, PyAny>) {
+        fields::replace(slf, |me| &mut me.id, fields::none_to_option(id));
     }
 
     /// Process-unique id of this job object (copies get their own).

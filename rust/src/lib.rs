@@ -11,6 +11,7 @@ mod dispatch;
 mod errors;
 mod execution;
 mod failpoints;
+mod fields;
 mod gc;
 mod job;
 mod onramp;
