@@ -21,6 +21,7 @@ __all__ = ["Context", "Job", "Session", "Trace"]
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"
 
+
 def _after_fork_in_child() -> None:
     global _id_prefix
     _id_prefix = f"{os.getpid():x}-{int(time.time() * 1000):x}"

@@ -249,15 +249,24 @@ class Lanes:
 
     # -- queued jobs ----------------------------------------------------------------------------
 
-    def _queued(self, claim: Any) -> tuple[QueueJob, Handler, HandlerOptions]:
+    def _queued(self, key: int, claim: Any) -> tuple[QueueJob, Handler, HandlerOptions] | None:
+        """A claimed job ready to run, and counted as running (until `_finish_queued`); None
+        when it cannot be made ready (its payload cannot be decoded): it is dead already, with
+        the reason."""
         assert self._queue is not None
-        job = QueueJob._from_claim(claim, self._queue._core)
-        meta = job.meta
-        if meta and REQUEST_ID_KEY in meta:
-            job._seed = {REQUEST_ID_KEY: meta[REQUEST_ID_KEY]}  # restored by request_id()
-        options = self._queue_options.get(job.handler, _DEFAULT_OPTIONS)
-        job.timeout = options.timeout
-        return job, self._chain(job.handler)[0], options
+        try:
+            job = QueueJob._from_claim(claim, self._queue._core)
+            meta = job.meta
+            if meta and REQUEST_ID_KEY in meta:
+                job._seed = {REQUEST_ID_KEY: meta[REQUEST_ID_KEY]}  # restored by request_id()
+            options = self._queue_options.get(job.handler, _DEFAULT_OPTIONS)
+            job.timeout = options.timeout
+            handler = self._chain(job.handler)[0]
+        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
+            self._undecodable(key, claim, exc)
+            return None
+        self._queue_running[job.id] = job
+        return job, handler, options
 
     def _finish_queued(
         self,
@@ -268,6 +277,7 @@ class Lanes:
     ) -> None:
         # Whatever happened, the claim is acked: a run that broke inside workhorse is released
         # to the queue rather than lost.
+        self._queue_running.pop(job.id, None)
         outcome: tuple[str, float, str | None, str | None] = ("release", 0.0, None, None)
         status = Status.INTERNAL_ERROR
         try:
@@ -292,36 +302,28 @@ class Lanes:
         self._core.done_claim(key, Status.BAD_REQUEST, jid, name, token, "dead", 0.0, reason)
 
     def _run_queued(self, key: int, claim: Any, due: float) -> None:
-        ctx: Context | None = None
-        try:
-            job, handler, options = self._queued(claim)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
-            self._undecodable(key, claim, exc)
+        queued = self._queued(key, claim)
+        if queued is None:
             return
-        running = self._queue_running
-        running[job.id] = job
+        job, handler, options = queued
+        ctx: Context | None = None
         try:
             ctx = self._run_job(job, handler, due, live=self._queue_live)
         finally:
-            del running[job.id]
             self._finish_queued(key, job, ctx, options)
 
     async def _run_async_queued(self, key: int, claim: Any, due: float) -> None:
-        ctx: Context | None = None
-        try:
-            job, handler, options = self._queued(claim)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's death, not lost
-            self._undecodable(key, claim, exc)
+        queued = self._queued(key, claim)
+        if queued is None:
             return
-        running = self._queue_running
-        running[job.id] = job
+        job, handler, options = queued
         task = asyncio.current_task()
         if task is not None:
             self._queue_task_of[job.id] = task
+        ctx: Context | None = None
         try:
             ctx = await self._run_async(job, handler, due, live=self._queue_live)
         finally:
-            del running[job.id]
             self._queue_task_of.pop(job.id, None)
             self._finish_queued(key, job, ctx, options)
 
